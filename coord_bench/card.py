@@ -1,0 +1,140 @@
+"""The dataset card: ``dataset_card.md`` filled from the build manifest, with the YAML ``datasets`` reads.
+
+The YAML's ``configs`` tell ``load_dataset`` which Parquet files make each config and split; its
+``dataset_info`` carries the features and the row counts. No number in the card is typed by hand.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard
+
+from coord_bench.resources import resource_path
+from coord_bench.schema import features, load_schema
+from coord_bench.sources import adapter_class
+
+CARD_FILE = "README.md"
+
+
+def _size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return label
+    return "n>1M"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def _columns(node: dict[str, Any], prefix: str = "") -> list[list[str]]:
+    """One row per column path, with its JSON type and description, walking nested objects and lists."""
+    rows = []
+    for name, child in node.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        kind = child.get("type", "enum" if "enum" in child else "")
+        kind = " or ".join(kind) if isinstance(kind, list) else kind
+        if "enum" in child:
+            kind = "one of " + ", ".join("null" if v is None else f"`{v}`" for v in child["enum"])
+        rows.append([f"`{path}`", kind, child.get("description", "")])
+        if "properties" in child:
+            rows += _columns(child, path + ".")
+        items = child.get("items", {})
+        if "properties" in items:
+            rows += _columns(items, path + "[].")
+            for inner_name, inner in items["properties"].items():
+                if "properties" in inner.get("items", {}):
+                    rows += _columns(inner["items"], f"{path}[].{inner_name}[].")
+    return rows
+
+
+def _field_map(adapters: list[str]) -> str:
+    parts = []
+    for name in adapters:
+        cls = adapter_class(name)
+        rows = [[f"`{k}`", "column", v] for k, v in cls.FIELD_MAP.items()]
+        rows += [[f"`{k}`", "extras", v] for k, v in cls.KEPT_IN_EXTRAS.items()]
+        rows += [[f"`{k}`", "dropped", v] for k, v in cls.DROPPED.items()]
+        parts.append(f"### {name} ({cls.hub_repo_id})\n\n" + _table(["source field", "goes to", "how / why"], rows)
+                     + "\n\nAny other field of a record is kept in `extras` (a JSON object).")
+    return "\n\n".join(parts)
+
+
+def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The YAML ``configs``, ``dataset_info`` and size category of a build."""
+    from huggingface_hub import DatasetCardData
+
+    card_data = DatasetCardData()
+    loadable = {name: info for name, info in manifest["configs"].items() if info["num_rows"]}
+    configs = MetadataConfigs({
+        name: {
+            "data_files": [{"split": split, "path": f"{name}/{split}-*.parquet"}
+                           for split, count in info["splits"].items() if count],
+            **({"default": True} if name == manifest["default_config"] else {}),
+        }
+        for name, info in loadable.items()
+    })
+    configs.to_dataset_card_data(card_data)
+    infos = DatasetInfosDict({
+        name: datasets.DatasetInfo(
+            features=features(),
+            config_name=name,
+            dataset_name="coord_bench",
+            splits=datasets.SplitDict.from_split_dict(
+                [{"name": split, "num_examples": count} for split, count in info["splits"].items() if count]
+            ),
+        )
+        for name, info in loadable.items()
+    })
+    infos.to_dataset_card_data(card_data)
+    total = max((c["num_rows"] for c in manifest["configs"].values()), default=0)
+    card_data["size_categories"] = [_size_category(total)]
+    return card_data.to_dict()
+
+
+def render_card(manifest: dict[str, Any], repo_id: str) -> str:
+    """The full README.md text: the template's YAML merged with the build's, and its body filled in."""
+    template = DatasetCard(resource_path("dataset_card.md").read_text(encoding="utf-8"))
+    metadata = {**template.data.to_dict(), **card_metadata(manifest)}
+    sources = manifest["sources"]
+    adapters = sorted({s["adapter"] for s in sources.values()})
+    body = string.Template(template.text).substitute(
+        builder_version=manifest["coord_bench_version"],
+        schema_version=manifest["schema_version"],
+        built_at=manifest["built_at"],
+        repo_id=repo_id,
+        default_config=manifest["default_config"],
+        split_ratios=", ".join(f"{k} {v}" for k, v in manifest["split_method"]["ratios"].items()),
+        configs_table=_table(
+            ["config", "sources", *manifest["configs"][manifest["default_config"]]["splits"], "rows"],
+            [[f"`{name}`", ", ".join(info["sources"]), *info["splits"].values(), info["num_rows"]]
+             for name, info in manifest["configs"].items()],
+        ),
+        sources_table=_table(
+            ["source", "adapter", "read from", "revision", "read", "normalized", "rejected"],
+            [[name, s["adapter"], s["dataset"], s["revision"] or "-", s["read"], s["normalized"], s["rejected"]]
+             for name, s in sources.items()],
+        ),
+        licenses_table=_table(["adapter", "Hub dataset", "license"],
+                              [[a, adapter_class(a).hub_repo_id, adapter_class(a).license] for a in adapters]),
+        columns_table=_table(["column", "type", "meaning"], _columns(load_schema())),
+        field_map=_field_map(adapters),
+    )
+    import yaml
+
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n\n" + body.lstrip()
+
+
+def write_card(out_dir: Path, manifest: dict[str, Any], repo_id: str | None = None) -> Path:
+    path = Path(out_dir) / CARD_FILE
+    path.write_text(render_card(manifest, repo_id or str(out_dir)), encoding="utf-8")
+    return path

@@ -1,0 +1,82 @@
+"""Where a source's files come from: the embedded default sample, a local folder, or a Hub dataset repo.
+
+Every location resolves to a local folder in the source's Hub layout; Hub repos are fetched with
+``huggingface_hub.snapshot_download`` (resumable, cached), and its errors become messages that say what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from coord_bench.resources import PACKAGE_DIR
+from coord_bench.sources import SourceSpec, adapter_class
+
+EMBEDDED_DIR = PACKAGE_DIR / "data"
+
+
+class SourceLocationError(RuntimeError):
+    """A source could not be found or fetched; the message says which and what to do."""
+
+
+def embedded_source(name: str, adapter: str | None = None) -> SourceSpec:
+    """The small sample of a source that ships inside the package, in the source's raw layout."""
+    adapter = adapter or name
+    adapter_class(adapter)
+    root = EMBEDDED_DIR / adapter
+    return SourceSpec(name, adapter, root, f"coord_bench embedded sample of {adapter}")
+
+
+def local_source(name: str, path: str | Path, adapter: str | None = None) -> SourceSpec:
+    adapter = adapter or name
+    adapter_class(adapter)
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise SourceLocationError(f"source '{name}': the folder {root} does not exist (or is not a folder)")
+    return SourceSpec(name, adapter, root.resolve(), str(path))
+
+
+def hub_source(name: str, repo_id: str | None = None, revision: str | None = None, adapter: str | None = None,
+               cache_dir: str | Path | None = None) -> SourceSpec:
+    """Download (or reuse from the cache) the source's data files from the Hub."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cls = adapter_class(adapter or name)
+    repo_id = repo_id or cls.hub_repo_id
+    if not repo_id:
+        raise SourceLocationError(f"source '{name}': adapter {cls.name} has no default Hub repo; give a repo id")
+    try:
+        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
+                                   allow_patterns=list(cls.file_patterns))
+    except GatedRepoError:
+        raise SourceLocationError(
+            f"source '{name}': {repo_id} is gated. Accept its terms at https://huggingface.co/datasets/{repo_id} "
+            "with your account, then set HF_TOKEN to a token of that account (or run `hf auth login`)."
+        ) from None
+    except RepositoryNotFoundError:
+        raise SourceLocationError(
+            f"source '{name}': the dataset repo {repo_id} was not found, or it is private and no valid token "
+            "was given (set HF_TOKEN)."
+        ) from None
+    except RevisionNotFoundError:
+        raise SourceLocationError(f"source '{name}': {repo_id} has no revision {revision!r}.") from None
+    except LocalEntryNotFoundError:
+        raise SourceLocationError(
+            f"source '{name}': cannot reach the Hub to fetch {repo_id} and it is not in the local cache. "
+            "Check the network, or point the source at a local copy with --source-dir."
+        ) from None
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise SourceLocationError(f"source '{name}': the Hub refused {repo_id} (HTTP {status}).") from None
+    return SourceSpec(name, cls.name, Path(folder), repo_id, revision=_commit_of(folder))
+
+
+def _commit_of(snapshot_folder: str) -> str | None:
+    """snapshot_download returns .../snapshots/<commit sha>: that sha pins what was read."""
+    return Path(snapshot_folder).name or None

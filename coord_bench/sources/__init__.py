@@ -1,0 +1,29 @@
+"""Source adapters, one module per source, and the registry that finds them by name."""
+
+from __future__ import annotations
+
+from coord_bench.sources.base import Reject, RawRecord, SourceAdapter, SourceSpec
+from coord_bench.sources.chatbot_arena import ChatbotArena
+from coord_bench.sources.debate import Debate
+from coord_bench.sources.multi_character_dialogue import MultiCharacterDialogue
+
+ADAPTERS: dict[str, type[SourceAdapter]] = {
+    cls.name: cls for cls in (ChatbotArena, Debate, MultiCharacterDialogue)
+}
+
+
+class UnknownSourceError(ValueError):
+    pass
+
+
+def adapter_class(name: str) -> type[SourceAdapter]:
+    """The adapter registered under ``name``; the error lists the known ones."""
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise UnknownSourceError(
+            f"unknown source adapter {name!r}; known adapters: {', '.join(sorted(ADAPTERS))}"
+        ) from None
+
+
+__all__ = ["ADAPTERS", "Reject", "RawRecord", "SourceAdapter", "SourceSpec", "UnknownSourceError", "adapter_class"]
