@@ -68,13 +68,13 @@ def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
     writers = ConfigWriters(out_dir, plan.configs, plan.max_shard_bytes)
     seen_ids: dict[str, str] = {}
     source_stats: dict[str, Any] = {}
-    with open(out_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects, tqdm(
-        desc="normalizing", unit="rec", disable=not progress
-    ) as bar:
+    with (
+        open(out_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects,
+        tqdm(desc="normalizing", unit="rec", disable=not progress) as bar,
+    ):
         for adapter in adapters:
             spec = adapter.spec
-            stats = {"read": 0, "normalized": 0, "rejected": 0, "rejects_by_kind": Counter(),
-                     "splits": Counter()}
+            stats = {"read": 0, "normalized": 0, "rejected": 0, "rejects_by_kind": Counter(), "splits": Counter()}
             for raw in adapter.iter_raw():
                 if plan.limit is not None and stats["read"] >= plan.limit:
                     break
@@ -116,8 +116,9 @@ def _prepare_out_dir(out_dir: Path, configs: dict[str, list[str]]) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / MANIFEST_FILE).exists():
-            raise BuildError(f"{out_dir} exists and is not a coord_bench build (no {MANIFEST_FILE}); "
-                             "choose an empty or new folder")
+            raise BuildError(
+                f"{out_dir} exists and is not a coord_bench build (no {MANIFEST_FILE}); choose an empty or new folder"
+            )
         old = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
         for config in set(old.get("configs", {})) | set(configs):
             shutil.rmtree(out_dir / config, ignore_errors=True)
@@ -126,8 +127,13 @@ def _prepare_out_dir(out_dir: Path, configs: dict[str, list[str]]) -> Path:
 
 
 def _reject_entry(spec: SourceSpec, raw: RawRecord, reject: Reject) -> dict[str, Any]:
-    entry = {"source": spec.name, "locator": raw.locator, "kind": reject.kind, "field": reject.field,
-             "reason": reject.reason}
+    entry = {
+        "source": spec.name,
+        "locator": raw.locator,
+        "kind": reject.kind,
+        "field": reject.field,
+        "reason": reject.reason,
+    }
     value = None if isinstance(raw.value, ReadFailure) else raw.value
     text = json.dumps(value, ensure_ascii=False, default=str)
     if value is not None and len(text) <= MAX_RAW_IN_REJECTS:
@@ -151,8 +157,10 @@ def _source_entry(spec: SourceSpec, files: list[Path], stats: dict[str, Any]) ->
         "dataset": spec.dataset,
         "revision": spec.revision,
         "license": adapter_class(spec.adapter).license,
-        "files": [{"path": p.relative_to(spec.root).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
-                  for p in files],
+        "files": [
+            {"path": p.relative_to(spec.root).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in files
+        ],
         "read": stats["read"],
         "normalized": stats["normalized"],
         "rejected": stats["rejected"],

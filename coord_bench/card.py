@@ -31,8 +31,9 @@ def _size_category(rows: int) -> str:
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
-              for row in rows]
+    lines += [
+        "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |" for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -64,8 +65,11 @@ def _field_map(adapters: list[str]) -> str:
         rows = [[f"`{k}`", "column", v] for k, v in cls.FIELD_MAP.items()]
         rows += [[f"`{k}`", "extras", v] for k, v in cls.KEPT_IN_EXTRAS.items()]
         rows += [[f"`{k}`", "dropped", v] for k, v in cls.DROPPED.items()]
-        parts.append(f"### {name} ({cls.hub_repo_id})\n\n" + _table(["source field", "goes to", "how / why"], rows)
-                     + "\n\nAny other field of a record is kept in `extras` (a JSON object).")
+        parts.append(
+            f"### {name} ({cls.hub_repo_id})\n\n"
+            + _table(["source field", "goes to", "how / why"], rows)
+            + "\n\nAny other field of a record is kept in `extras` (a JSON object)."
+        )
     return "\n\n".join(parts)
 
 
@@ -75,26 +79,33 @@ def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
 
     card_data = DatasetCardData()
     loadable = {name: info for name, info in manifest["configs"].items() if info["num_rows"]}
-    configs = MetadataConfigs({
-        name: {
-            "data_files": [{"split": split, "path": f"{name}/{split}-*.parquet"}
-                           for split, count in info["splits"].items() if count],
-            **({"default": True} if name == manifest["default_config"] else {}),
+    configs = MetadataConfigs(
+        {
+            name: {
+                "data_files": [
+                    {"split": split, "path": f"{name}/{split}-*.parquet"}
+                    for split, count in info["splits"].items()
+                    if count
+                ],
+                **({"default": True} if name == manifest["default_config"] else {}),
+            }
+            for name, info in loadable.items()
         }
-        for name, info in loadable.items()
-    })
+    )
     configs.to_dataset_card_data(card_data)
-    infos = DatasetInfosDict({
-        name: datasets.DatasetInfo(
-            features=features(),
-            config_name=name,
-            dataset_name="coord_bench",
-            splits=datasets.SplitDict.from_split_dict(
-                [{"name": split, "num_examples": count} for split, count in info["splits"].items() if count]
-            ),
-        )
-        for name, info in loadable.items()
-    })
+    infos = DatasetInfosDict(
+        {
+            name: datasets.DatasetInfo(
+                features=features(),
+                config_name=name,
+                dataset_name="coord_bench",
+                splits=datasets.SplitDict.from_split_dict(
+                    [{"name": split, "num_examples": count} for split, count in info["splits"].items() if count]
+                ),
+            )
+            for name, info in loadable.items()
+        }
+    )
     infos.to_dataset_card_data(card_data)
     total = max((c["num_rows"] for c in manifest["configs"].values()), default=0)
     card_data["size_categories"] = [_size_category(total)]
@@ -115,17 +126,23 @@ def render_card(manifest: dict[str, Any], repo_id: str) -> str:
         default_config=manifest["default_config"],
         split_ratios=", ".join(f"{k} {v}" for k, v in manifest["split_method"]["ratios"].items()),
         configs_table=_table(
-            ["config", "sources", *manifest["configs"][manifest["default_config"]]["splits"], "rows"],
-            [[f"`{name}`", ", ".join(info["sources"]), *info["splits"].values(), info["num_rows"]]
-             for name, info in manifest["configs"].items()],
+            ["config", "sources", *manifest["split_method"]["ratios"], "rows"],
+            [
+                [f"`{name}`", ", ".join(info["sources"]), *info["splits"].values(), info["num_rows"]]
+                for name, info in manifest["configs"].items()
+            ],
         ),
         sources_table=_table(
             ["source", "adapter", "read from", "revision", "read", "normalized", "rejected"],
-            [[name, s["adapter"], s["dataset"], s["revision"] or "-", s["read"], s["normalized"], s["rejected"]]
-             for name, s in sources.items()],
+            [
+                [name, s["adapter"], s["dataset"], s["revision"] or "-", s["read"], s["normalized"], s["rejected"]]
+                for name, s in sources.items()
+            ],
         ),
-        licenses_table=_table(["adapter", "Hub dataset", "license"],
-                              [[a, adapter_class(a).hub_repo_id, adapter_class(a).license] for a in adapters]),
+        licenses_table=_table(
+            ["adapter", "Hub dataset", "license"],
+            [[a, adapter_class(a).hub_repo_id, adapter_class(a).license] for a in adapters],
+        ),
         columns_table=_table(["column", "type", "meaning"], _columns(load_schema())),
         field_map=_field_map(adapters),
     )

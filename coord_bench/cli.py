@@ -98,8 +98,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if shown <= args.max_errors:
             print(error, file=sys.stderr)
     if shown:
-        print(f"INVALID: {shown} problem(s) in {args.dir}" + (f" (first {args.max_errors} shown)"
-              if shown > args.max_errors else ""), file=sys.stderr)
+        print(
+            f"INVALID: {shown} problem(s) in {args.dir}"
+            + (f" (first {args.max_errors} shown)" if shown > args.max_errors else ""),
+            file=sys.stderr,
+        )
         return 1
     print(f"valid: every record in {args.dir} matches the schema and the manifest's counts add up")
     return 0
@@ -120,10 +123,20 @@ def parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", help="build the dataset folder (default: every source's embedded sample)")
     build.add_argument("--sources", help=f"comma-separated sources to build (default: {','.join(ADAPTERS)})")
-    build.add_argument("--source-dir", action="append", default=[], metavar="NAME=PATH",
-                       help="read source NAME from a local folder in its Hub layout (repeatable)")
-    build.add_argument("--from-hub", action="append", default=[], metavar="NAME[=REPO[@REV]]",
-                       help="read source NAME from the Hub (default repo of the source; HF_TOKEN for gated ones)")
+    build.add_argument(
+        "--source-dir",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="read source NAME from a local folder in its Hub layout (repeatable)",
+    )
+    build.add_argument(
+        "--from-hub",
+        action="append",
+        default=[],
+        metavar="NAME[=REPO[@REV]]",
+        help="read source NAME from the Hub (default repo of the source; HF_TOKEN for gated ones)",
+    )
     build.add_argument("--out", default="out/coord_bench", help="output folder (default: out/coord_bench)")
     build.add_argument("--annotate", default="none", help="comma-separated annotation layers, or 'none'")
     build.add_argument("--limit", type=int, help="read at most N raw records per source")
@@ -154,8 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, UnknownSourceError, SourceLocationError, BuildError, NotABuildError,
-            FileNotFoundError, ValueError) as err:
+    except (
+        UsageError,
+        UnknownSourceError,
+        SourceLocationError,
+        BuildError,
+        NotABuildError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         print(f"coord-bench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -56,7 +56,9 @@ def export_seed_json(folder: Path, out_file: Path, config: str = "chatbot_arena"
             for record in iter_rows(path):
                 if record["protocol"]["interaction"] != "pairwise_comparison":
                     continue
-                out.write(("," if count else "") + "\n" + json.dumps(seed_example(record, manifest), ensure_ascii=False))
+                out.write(
+                    ("," if count else "") + "\n" + json.dumps(seed_example(record, manifest), ensure_ascii=False)
+                )
                 count += 1
         out.write("\n]}\n")
     return count

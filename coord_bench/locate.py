@@ -35,8 +35,13 @@ def local_source(name: str, path: str | Path, adapter: str | None = None) -> Sou
     return SourceSpec(name, adapter, root.resolve(), str(path))
 
 
-def hub_source(name: str, repo_id: str | None = None, revision: str | None = None, adapter: str | None = None,
-               cache_dir: str | Path | None = None) -> SourceSpec:
+def hub_source(
+    name: str,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    adapter: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> SourceSpec:
     """Download (or reuse from the cache) the source's data files from the Hub."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -52,8 +57,9 @@ def hub_source(name: str, repo_id: str | None = None, revision: str | None = Non
     if not repo_id:
         raise SourceLocationError(f"source '{name}': adapter {cls.name} has no default Hub repo; give a repo id")
     try:
-        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                   allow_patterns=list(cls.file_patterns))
+        folder = snapshot_download(
+            repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir, allow_patterns=list(cls.file_patterns)
+        )
     except GatedRepoError:
         raise SourceLocationError(
             f"source '{name}': {repo_id} is gated. Accept its terms at https://huggingface.co/datasets/{repo_id} "

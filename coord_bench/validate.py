@@ -15,8 +15,10 @@ def validation_errors(folder: Path) -> Iterator[str]:
     manifest = read_manifest(folder)
     for name, source in manifest["sources"].items():
         if source["read"] != source["normalized"] + source["rejected"]:
-            yield (f"{folder}/build_manifest.json: source {name}: read {source['read']} != normalized "
-                   f"{source['normalized']} + rejected {source['rejected']}")
+            yield (
+                f"{folder}/build_manifest.json: source {name}: read {source['read']} != normalized "
+                f"{source['normalized']} + rejected {source['rejected']}"
+            )
     for config, info in manifest["configs"].items():
         files = shard_files(folder, config)
         if not files and info["num_rows"]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from coord_bench.sources.base import Reject, RawRecord, SourceAdapter, SourceSpec
+from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec
 from coord_bench.sources.chatbot_arena import ChatbotArena
 from coord_bench.sources.debate import Debate
 from coord_bench.sources.multi_character_dialogue import MultiCharacterDialogue
 
-ADAPTERS: dict[str, type[SourceAdapter]] = {
-    cls.name: cls for cls in (ChatbotArena, Debate, MultiCharacterDialogue)
-}
+ADAPTERS: dict[str, type[SourceAdapter]] = {cls.name: cls for cls in (ChatbotArena, Debate, MultiCharacterDialogue)}
 
 
 class UnknownSourceError(ValueError):

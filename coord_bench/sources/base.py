@@ -80,14 +80,27 @@ def message(message_id: int, agent_id: str, kind: str, text: str, **fields: Any)
     return out
 
 
-def agent(agent_id: str, name: str, role: str, model: str | None = None, description: str | None = None,
-          in_source_roster: bool = True) -> dict[str, Any]:
-    return {"agent_id": agent_id, "name": name, "role": role, "model": model, "description": description,
-            "in_source_roster": in_source_roster}
+def agent(
+    agent_id: str,
+    name: str,
+    role: str,
+    model: str | None = None,
+    description: str | None = None,
+    in_source_roster: bool = True,
+) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "name": name,
+        "role": role,
+        "model": model,
+        "description": description,
+        "in_source_roster": in_source_roster,
+    }
 
 
-def require(raw: dict[str, Any], key: str, kinds: type | tuple[type, ...], *, nullable: bool = False,
-            where: str = "") -> Any:
+def require(
+    raw: dict[str, Any], key: str, kinds: type | tuple[type, ...], *, nullable: bool = False, where: str = ""
+) -> Any:
     """Return ``raw[key]`` if it has one of ``kinds``; otherwise reject naming the field and what was found."""
     label = f"{where}{key}"
     if key not in raw:
@@ -101,8 +114,11 @@ def require(raw: dict[str, Any], key: str, kinds: type | tuple[type, ...], *, nu
         ok = isinstance(value, kinds)
     if not ok:
         names = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
-        raise Reject(f"field '{label}': expected {names}, found {type(value).__name__} {_preview(value)}",
-                     field=label, kind="wrong_type")
+        raise Reject(
+            f"field '{label}': expected {names}, found {type(value).__name__} {_preview(value)}",
+            field=label,
+            kind="wrong_type",
+        )
     return value
 
 
@@ -205,5 +221,6 @@ class SourceAdapter(ABC):
 
     @abstractmethod
     def convert(self, raw: RawRecord) -> dict[str, Any]:
-        """Return the record's parts: local_id (unique within the source), source_id, group_key, task, agents, turns, and optionally
-        source_config, protocol, outcome, timestamp, duration_seconds, safety. Raise ``Reject`` on bad input."""
+        """Return the record's parts: local_id (unique within the source), source_id, group_key, task,
+        agents, turns, and optionally source_config, protocol, outcome, timestamp, duration_seconds, safety.
+        Raise ``Reject`` on bad input."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coord_bench.sources.base import Reject, RawRecord, SourceAdapter, agent, blank, message, require
+from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, agent, blank, message, require
 from coord_bench.splits import normalize_text
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -43,16 +43,20 @@ class ChatbotArena(SourceAdapter):
         question_id = require(row, "question_id", str)
         winner = require(row, "winner", str)
         if winner not in WINNERS:
-            raise Reject(f"field 'winner': expected one of {', '.join(WINNERS)}, found {winner!r}",
-                         field="winner", kind="unknown_value")
+            raise Reject(
+                f"field 'winner': expected one of {', '.join(WINNERS)}, found {winner!r}",
+                field="winner",
+                kind="unknown_value",
+            )
         model_a = require(row, "model_a", str)
         model_b = require(row, "model_b", str)
         conv_a = require(row, "conversation_a", list, nullable=True)
         conv_b = require(row, "conversation_b", list, nullable=True)
         for key, conv in (("conversation_a", conv_a), ("conversation_b", conv_b)):
             if conv is None:
-                raise Reject(f"field '{key}' is null: the conversation is missing", field=key,
-                             kind="empty_conversation")
+                raise Reject(
+                    f"field '{key}' is null: the conversation is missing", field=key, kind="empty_conversation"
+                )
             if not conv:
                 raise Reject(f"field '{key}' is an empty list", field=key, kind="empty_conversation")
         turns = _pair_turns(conv_a, conv_b)
@@ -88,22 +92,34 @@ def _pair_turns(conv_a: list[Any], conv_b: list[Any]) -> list[dict[str, Any]]:
         for i, msg in enumerate(conv):
             where = f"{key}[{i}]."
             if not isinstance(msg, dict):
-                raise Reject(f"field '{key}[{i}]': expected an object with role and content, "
-                             f"found {type(msg).__name__}", field=f"{key}[{i}]", kind="wrong_type")
+                raise Reject(
+                    f"field '{key}[{i}]': expected an object with role and content, found {type(msg).__name__}",
+                    field=f"{key}[{i}]",
+                    kind="wrong_type",
+                )
             require(msg, "content", str, where=where)
             expected = "user" if i % 2 == 0 else "assistant"
             if require(msg, "role", str, where=where) != expected:
-                raise Reject(f"field '{where}role': expected {expected!r} (user and assistant alternate), "
-                             f"found {msg['role']!r}", field=f"{where}role", kind="invalid")
+                raise Reject(
+                    f"field '{where}role': expected {expected!r} (user and assistant alternate), found {msg['role']!r}",
+                    field=f"{where}role",
+                    kind="invalid",
+                )
     if len(conv_a) != len(conv_b):
-        raise Reject(f"conversation_a has {len(conv_a)} messages but conversation_b has {len(conv_b)}",
-                     field="conversation_b", kind="invalid")
+        raise Reject(
+            f"conversation_a has {len(conv_a)} messages but conversation_b has {len(conv_b)}",
+            field="conversation_b",
+            kind="invalid",
+        )
     turns = []
     for index, start in enumerate(range(0, len(conv_a), 2)):
         prompt = conv_a[start]["content"]
         if conv_b[start]["content"] != prompt:
-            raise Reject(f"user turn {index} differs between conversation_a and conversation_b",
-                         field=f"conversation_b[{start}].content", kind="invalid")
+            raise Reject(
+                f"user turn {index} differs between conversation_a and conversation_b",
+                field=f"conversation_b[{start}].content",
+                kind="invalid",
+            )
         messages = [message(start * 3 // 2, "user", "prompt", prompt)]
         if start + 1 < len(conv_a):
             messages.append(message(start * 3 // 2 + 1, "model_a", "response", conv_a[start + 1]["content"]))

@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from coord_bench.sources.base import (
-    Reject,
     RawRecord,
+    Reject,
     SourceAdapter,
     agent,
     blank,
@@ -51,7 +51,7 @@ class Debate(SourceAdapter):
         "turns": "protocol.rounds",
         "clockSeconds": "duration_seconds",
         "globalMemory": "turns (turn, message_id, agent_id, contribution -> kind, message -> text, agreement, "
-                        "solution, memory_ids -> visible_message_ids)",
+        "solution, memory_ids -> visible_message_ids)",
     }
     KEPT_IN_EXTRAS = {
         "dataset": "raw MALLM: the task file the run used",
@@ -67,11 +67,11 @@ class Debate(SourceAdapter):
     DROPPED = {
         "agentMemory": "repeats globalMemory once per agent (what each agent saw is kept as visible_message_ids)",
         "agreements": "repeats the last turn of globalMemory (same message_id, response = message, agreement, "
-                      "solution); kept in extras when it does not",
+        "solution); kept in extras when it does not",
         "globalMemory[].persona": "repeats agents[].name",
         "globalMemory[].additional_args": "repeats the instruction, input, persona, persona description and the "
-                                          "agent's visible memory; current_draft is the previous solution; "
-                                          "feedback_sentences is null in DEBATE",
+        "agent's visible memory; current_draft is the previous solution; "
+        "feedback_sentences is null in DEBATE",
     }
 
     def convert(self, raw: RawRecord) -> dict[str, Any]:
@@ -81,15 +81,21 @@ class Debate(SourceAdapter):
         config_match = CONFIG_PATTERN.search(stem)
         memory = require(row, "globalMemory", list)
         if not memory:
-            raise Reject("field 'globalMemory' is an empty list: the debate has no messages",
-                         field="globalMemory", kind="empty_conversation")
+            raise Reject(
+                "field 'globalMemory' is an empty list: the debate has no messages",
+                field="globalMemory",
+                kind="empty_conversation",
+            )
         agents, roster = _agents(require(row, "personas", list))
         turns = _turns(memory, agents, roster)
         references = require(row, "references", list, nullable=True) or []
         for i, ref in enumerate(references):
             if not isinstance(ref, str):
-                raise Reject(f"field 'references[{i}]': expected str, found {type(ref).__name__}",
-                             field=f"references[{i}]", kind="wrong_type")
+                raise Reject(
+                    f"field 'references[{i}]': expected str, found {type(ref).__name__}",
+                    field=f"references[{i}]",
+                    kind="wrong_type",
+                )
         inputs = require(row, "input", (list, str))
         final_answer, final_source = _final_answer(row, turns)
         protocol = {
@@ -145,17 +151,22 @@ def _agents(personas: list[Any]) -> tuple[list[dict[str, Any]], set[str]]:
     agents = []
     for i, persona in enumerate(personas):
         if not isinstance(persona, dict):
-            raise Reject(f"field 'personas[{i}]': expected an object, found {type(persona).__name__}",
-                         field=f"personas[{i}]", kind="wrong_type")
+            raise Reject(
+                f"field 'personas[{i}]': expected an object, found {type(persona).__name__}",
+                field=f"personas[{i}]",
+                kind="wrong_type",
+            )
         where = f"personas[{i}]."
         agent_id = require(persona, "agentId", str, where=where)
-        agents.append(agent(
-            agent_id,
-            require(persona, "persona", str, nullable=True, where=where) or agent_id,
-            "agent",
-            model=require(persona, "model", str, nullable=True, where=where),
-            description=require(persona, "personaDescription", str, nullable=True, where=where),
-        ))
+        agents.append(
+            agent(
+                agent_id,
+                require(persona, "persona", str, nullable=True, where=where) or agent_id,
+                "agent",
+                model=require(persona, "model", str, nullable=True, where=where),
+                description=require(persona, "personaDescription", str, nullable=True, where=where),
+            )
+        )
     return agents, {a["agent_id"] for a in agents}
 
 
@@ -165,8 +176,11 @@ def _turns(memory: list[Any], agents: list[dict[str, Any]], roster: set[str]) ->
     for i, item in enumerate(memory):
         where = f"globalMemory[{i}]."
         if not isinstance(item, dict):
-            raise Reject(f"field 'globalMemory[{i}]': expected an object, found {type(item).__name__}",
-                         field=f"globalMemory[{i}]", kind="wrong_type")
+            raise Reject(
+                f"field 'globalMemory[{i}]': expected an object, found {type(item).__name__}",
+                field=f"globalMemory[{i}]",
+                kind="wrong_type",
+            )
         agent_id = require(item, "agent_id", str, where=where)
         if agent_id not in roster:
             roster.add(agent_id)
@@ -174,20 +188,24 @@ def _turns(memory: list[Any], agents: list[dict[str, Any]], roster: set[str]) ->
             agents.append(agent(agent_id, name, "agent", in_source_roster=False))
         visible = optional(item, "memory_ids", list, where=where)
         if visible is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in visible):
-            raise Reject(f"field '{where}memory_ids': expected a list of integers", field=f"{where}memory_ids",
-                         kind="wrong_type")
-        rows.append((
-            require(item, "turn", int, where=where),
-            require(item, "message_id", int, where=where),
-            message(
-                item["message_id"], agent_id,
-                require(item, "contribution", str, nullable=True, where=where) or "message",
-                require(item, "message", str, where=where),
-                agreement=optional(item, "agreement", bool, where=where),
-                solution=_text_or_none(item.get("solution")),
-                visible_message_ids=visible,
-            ),
-        ))
+            raise Reject(
+                f"field '{where}memory_ids': expected a list of integers", field=f"{where}memory_ids", kind="wrong_type"
+            )
+        rows.append(
+            (
+                require(item, "turn", int, where=where),
+                require(item, "message_id", int, where=where),
+                message(
+                    item["message_id"],
+                    agent_id,
+                    require(item, "contribution", str, nullable=True, where=where) or "message",
+                    require(item, "message", str, where=where),
+                    agreement=optional(item, "agreement", bool, where=where),
+                    solution=_text_or_none(item.get("solution")),
+                    visible_message_ids=visible,
+                ),
+            )
+        )
     rows.sort(key=lambda r: (r[0], r[1]))
     turns: list[dict[str, Any]] = []
     last_turn = None
@@ -266,8 +284,13 @@ def _agreements_repeat_memory(row: dict[str, Any]) -> bool:
             return False
         source = by_id.get(entry.get("message_id"))
         if source is None or any(
-            entry.get(a) != source.get(b) for a, b in (("response", "message"), ("agreement", "agreement"),
-                                                        ("solution", "solution"), ("agent_id", "agent_id"))
+            entry.get(a) != source.get(b)
+            for a, b in (
+                ("response", "message"),
+                ("agreement", "agreement"),
+                ("solution", "solution"),
+                ("agent_id", "agent_id"),
+            )
         ):
             return False
     return True

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from coord_bench.sources.base import Reject, RawRecord, SourceAdapter, agent, blank, message, optional, require
+from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, agent, blank, message, optional, require
 from coord_bench.splits import normalize_text
 
 SETTING_AFTER = "setting after interaction"
@@ -39,8 +39,9 @@ class MultiCharacterDialogue(SourceAdapter):
         characters = _characters(require(row, "characters", (dict, list, str)))
         lines = _lines(require(row, "conversation", (list, str)))
         if not lines:
-            raise Reject("field 'conversation' is empty: the scene has no lines", field="conversation",
-                         kind="empty_conversation")
+            raise Reject(
+                "field 'conversation' is empty: the scene has no lines", field="conversation", kind="empty_conversation"
+            )
         agents: list[dict[str, Any]] = []
         for name, desc in characters.items():
             agents.append(agent(_free_slug(name, agents), name, "character", description=desc))
@@ -49,9 +50,13 @@ class MultiCharacterDialogue(SourceAdapter):
             speaker_id = _match_speaker(speaker, agents)
             kind = "action" if _ACTION.match(text) else "line"
             turns.append({"index": index, "messages": [message(index, speaker_id, kind, text)]})
-        digest = hashlib.sha256(json.dumps(
-            {"setting": setting, "characters": characters, "conversation": lines}, sort_keys=True,
-            ensure_ascii=False).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(
+            json.dumps(
+                {"setting": setting, "characters": characters, "conversation": lines},
+                sort_keys=True,
+                ensure_ascii=False,
+            ).encode()
+        ).hexdigest()[:16]
         return {
             "local_id": digest,
             "source_id": digest,
@@ -69,17 +74,26 @@ def _characters(value: Any) -> dict[str, str | None]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise Reject("field 'characters': a string must hold a JSON object of name -> description",
-                         field="characters", kind="wrong_type") from None
+            raise Reject(
+                "field 'characters': a string must hold a JSON object of name -> description",
+                field="characters",
+                kind="wrong_type",
+            ) from None
     if isinstance(value, list):
         value = {name: None for name in value}
     if not isinstance(value, dict) or not value:
-        raise Reject("field 'characters': expected a non-empty object of name -> description",
-                     field="characters", kind="wrong_type")
+        raise Reject(
+            "field 'characters': expected a non-empty object of name -> description",
+            field="characters",
+            kind="wrong_type",
+        )
     for name, desc in value.items():
         if not isinstance(name, str) or not (desc is None or isinstance(desc, str)):
-            raise Reject(f"field 'characters.{name}': expected a text description or null, "
-                         f"found {type(desc).__name__}", field=f"characters.{name}", kind="wrong_type")
+            raise Reject(
+                f"field 'characters.{name}': expected a text description or null, found {type(desc).__name__}",
+                field=f"characters.{name}",
+                kind="wrong_type",
+            )
     return value
 
 
@@ -89,8 +103,9 @@ def _lines(value: Any) -> list[tuple[str, str]]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise Reject("field 'conversation': a string must hold a JSON list of lines",
-                         field="conversation", kind="wrong_type") from None
+            raise Reject(
+                "field 'conversation': a string must hold a JSON list of lines", field="conversation", kind="wrong_type"
+            ) from None
         if not isinstance(value, list):
             raise Reject("field 'conversation': expected a list of lines", field="conversation", kind="wrong_type")
     lines = []
@@ -99,15 +114,25 @@ def _lines(value: Any) -> list[tuple[str, str]]:
         if isinstance(item, str):
             speaker, sep, text = item.partition(":")
             if not sep or not speaker.strip():
-                raise Reject(f"field '{where}': a line given as a string must look like 'Name: message', "
-                             f"found {item[:40]!r}", field=where, kind="invalid")
+                raise Reject(
+                    f"field '{where}': a line given as a string must look like 'Name: message', found {item[:40]!r}",
+                    field=where,
+                    kind="invalid",
+                )
             lines.append((speaker.strip(), text.strip()))
         elif isinstance(item, dict):
-            lines.append((require(item, "from", str, where=f"{where}.").strip(),
-                          require(item, "message", str, where=f"{where}.")))
+            lines.append(
+                (
+                    require(item, "from", str, where=f"{where}.").strip(),
+                    require(item, "message", str, where=f"{where}."),
+                )
+            )
         else:
-            raise Reject(f"field '{where}': expected an object with 'from' and 'message', "
-                         f"found {type(item).__name__}", field=where, kind="wrong_type")
+            raise Reject(
+                f"field '{where}': expected an object with 'from' and 'message', found {type(item).__name__}",
+                field=where,
+                kind="wrong_type",
+            )
     return lines
 
 
@@ -138,8 +163,11 @@ def _match_speaker(speaker: str, agents: list[dict[str, Any]]) -> str:
         if normalize_text(agent_["name"]) == wanted:
             return agent_["agent_id"]
     words = _tokens(speaker)
-    candidates = [a for a in agents if a["in_source_roster"] and words and
-                  (words <= _tokens(a["name"]) or _tokens(a["name"]) <= words)]
+    candidates = [
+        a
+        for a in agents
+        if a["in_source_roster"] and words and (words <= _tokens(a["name"]) or _tokens(a["name"]) <= words)
+    ]
     if len(candidates) == 1:
         return candidates[0]["agent_id"]
     new_id = _free_slug(speaker, agents)

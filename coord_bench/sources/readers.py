@@ -64,18 +64,24 @@ def iter_json(path: Path) -> Iterator[tuple[int, Any]]:
                     pos, expect_comma = _skip_ws(buf, pos + 1), False
                 elif pos < len(buf) or eof:
                     found = repr(buf[pos]) if pos < len(buf) else "the end of the file"
-                    yield index, ReadFailure(
-                        f"the JSON array breaks off after element {index - 1}: expected ',' or ']' "
-                        f"at character {offset + pos}, found {found}"
+                    yield (
+                        index,
+                        ReadFailure(
+                            f"the JSON array breaks off after element {index - 1}: expected ',' or ']' "
+                            f"at character {offset + pos}, found {found}"
+                        ),
                     )
                     return
             try:
                 value, end = decoder.raw_decode(buf, pos)
             except json.JSONDecodeError as err:
                 if eof:
-                    yield index, ReadFailure(
-                        f"element {index} of the JSON array is truncated or invalid: {err.msg} "
-                        f"at character {offset + err.pos}"
+                    yield (
+                        index,
+                        ReadFailure(
+                            f"element {index} of the JSON array is truncated or invalid: {err.msg} "
+                            f"at character {offset + err.pos}"
+                        ),
                     )
                     return
                 more = handle.read(max(_CHUNK, len(buf)))
