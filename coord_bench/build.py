@@ -18,10 +18,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from coord_bench import __version__
+from coord_bench.filters import filter_reason
+from coord_bench.recipe import recipe_hash
 from coord_bench.schema import record_errors, schema_version
 from coord_bench.sources import RawRecord, Reject, SourceSpec, adapter_class
 from coord_bench.sources.readers import ReadFailure
-from coord_bench.splits import DEFAULT_RATIOS
+from coord_bench.splits import DEFAULT_RATIOS, SPLITS
 from coord_bench.writer import ConfigWriters
 
 DEFAULT_CONFIG = "all"
@@ -45,8 +47,12 @@ class BuildPlan:
     annotate: list[str] = field(default_factory=list)
     max_shard_bytes: int = 100 * 1024 * 1024
     default_config: str = DEFAULT_CONFIG
+    split_ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
+    recipe: dict[str, Any] | None = None  # the resolved recipe, recorded in the manifest and the card
 
     def __post_init__(self) -> None:
+        for spec in self.sources:
+            spec.options["split_ratios"] = self.split_ratios
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise BuildError(f"source names must be unique, got {names}")
@@ -74,7 +80,16 @@ def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
     ):
         for adapter in adapters:
             spec = adapter.spec
-            stats = {"read": 0, "normalized": 0, "rejected": 0, "rejects_by_kind": Counter(), "splits": Counter()}
+            stats = {
+                "read": 0,
+                "normalized": 0,
+                "rejected": 0,
+                "filtered": 0,
+                "rejects_by_kind": Counter(),
+                "filtered_by_reason": Counter(),
+                "splits": Counter(),
+            }
+            filters = spec.options.get("filters") or {}
             for raw in adapter.iter_raw():
                 if plan.limit is not None and stats["read"] >= plan.limit:
                     break
@@ -89,6 +104,11 @@ def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
                     rejects.write(json.dumps(_reject_entry(spec, raw, reject), ensure_ascii=False, default=str) + "\n")
                     continue
                 seen_ids[record["id"]] = raw.locator
+                reason = filter_reason(record, filters)
+                if reason:
+                    stats["filtered"] += 1
+                    stats["filtered_by_reason"][reason] += 1
+                    continue
                 stats["normalized"] += 1
                 stats["splits"][record["split"]] += 1
                 writers.add(record)
@@ -165,12 +185,14 @@ def _source_entry(spec: SourceSpec, files: list[Path], stats: dict[str, Any]) ->
         "normalized": stats["normalized"],
         "rejected": stats["rejected"],
         "rejects_by_kind": dict(sorted(stats["rejects_by_kind"].items())),
-        "splits": {split: stats["splits"].get(split, 0) for split in DEFAULT_RATIOS},
+        "filtered": stats["filtered"],
+        "filtered_by_reason": dict(sorted(stats["filtered_by_reason"].items())),
+        "splits": {split: stats["splits"].get(split, 0) for split in SPLITS},
     }
 
 
 def _manifest(plan: BuildPlan, sources: dict[str, Any], config_counts: dict[str, dict[str, int]]) -> dict[str, Any]:
-    totals = {key: sum(s[key] for s in sources.values()) for key in ("read", "normalized", "rejected")}
+    totals = {key: sum(s[key] for s in sources.values()) for key in ("read", "normalized", "rejected", "filtered")}
     return {
         "coord_bench_version": __version__,
         "schema_version": schema_version(),
@@ -178,7 +200,9 @@ def _manifest(plan: BuildPlan, sources: dict[str, Any], config_counts: dict[str,
         "default_config": plan.default_config,
         "limit_per_source": plan.limit,
         "annotations": plan.annotate,
-        "split_method": {"ratios": DEFAULT_RATIOS, "hash": "sha256(group key)[:16] as a fraction of 16**16"},
+        "recipe": plan.recipe,
+        "recipe_hash": recipe_hash(plan.recipe) if plan.recipe is not None else None,
+        "split_method": {"ratios": plan.split_ratios, "hash": "sha256(group key)[:16] as a fraction of 16**16"},
         "totals": totals,
         "sources": sources,
         "configs": {

@@ -73,6 +73,20 @@ def _field_map(adapters: list[str]) -> str:
     return "\n\n".join(parts)
 
 
+def _recipe_block(manifest: dict[str, Any]) -> str:
+    """The resolved recipe: with it, `coord-bench build recipe.yaml` rebuilds this dataset."""
+    import yaml
+
+    if manifest.get("recipe") is None:
+        return "This build was made without a recipe (through the Python API)."
+    return (
+        f"Save this resolved recipe (sha256 `{manifest['recipe_hash']}`) as `recipe.yaml` and run "
+        "`coord-bench build recipe.yaml`:\n\n```yaml\n"
+        + yaml.safe_dump(manifest["recipe"], sort_keys=False, allow_unicode=True)
+        + "```"
+    )
+
+
 def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     """The YAML ``configs``, ``dataset_info`` and size category of a build."""
     from huggingface_hub import DatasetCardData
@@ -145,6 +159,7 @@ def render_card(manifest: dict[str, Any], repo_id: str) -> str:
         ),
         columns_table=_table(["column", "type", "meaning"], _columns(load_schema())),
         field_map=_field_map(adapters),
+        recipe_block=_recipe_block(manifest),
     )
     import yaml
 

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from coord_bench import __version__
-from coord_bench.sources import ADAPTERS, UnknownSourceError
+from coord_bench.sources import UnknownSourceError, adapter_class
 
-ANNOTATIONS: tuple[str, ...] = ()  # the mappers this version can run; grows with the annotation layers
+ANNOTATION_NAMES = ("tokens", "embeddings", "latents", "rules", "judge")
 
 
 class UsageError(ValueError):
     pass
-
-
-def _size(text: str) -> int:
-    units = {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "B": 1}
-    for unit, factor in units.items():
-        if text.upper().endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -34,56 +27,87 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _annotations(text: str) -> list[str]:
-    if text.strip().lower() == "none":
-        return []
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ANNOTATIONS]
-    if unknown:
-        available = ", ".join(ANNOTATIONS) or "none yet"
-        raise UsageError(f"unknown annotation(s) {', '.join(unknown)}; available in this version: {available}")
-    return names
+def _flag_overrides(args: argparse.Namespace, recipe: dict) -> dict:
+    """The build flags are shorthands for recipe fields: apply them to a copy of the recipe."""
+    from coord_bench.recipe import apply_overrides
 
+    known = [s["name"] for s in recipe["sources"]]
+    sets: list[str] = []
 
-def _source_specs(args: argparse.Namespace) -> list:
-    from coord_bench.locate import embedded_source, hub_source, local_source
+    def check(name: str) -> None:
+        if name not in known:
+            raise UsageError(f"unknown source {name!r}; known sources: {', '.join(known)}")
 
-    names = [n.strip() for n in args.sources.split(",") if n.strip()] if args.sources else list(ADAPTERS)
-    dirs = _pairs(args.source_dir, "--source-dir")
-    hubs = dict(item.partition("=")[::2] for item in args.from_hub)
-    for name in [*names, *dirs, *hubs]:
-        if name not in ADAPTERS:
-            raise UnknownSourceError(f"unknown source {name!r}; known sources: {', '.join(ADAPTERS)}")
-    specs = []
-    for name in names:
-        if name in dirs:
-            specs.append(local_source(name, dirs[name]))
-        elif name in hubs:
-            repo, _, revision = hubs[name].partition("@")
-            specs.append(hub_source(name, repo or None, revision or None))
-        else:
-            specs.append(embedded_source(name))
-    return specs
+    for name, path in _pairs(args.source_dir, "--source-dir").items():
+        check(name)
+        sets.append(f"sources.{name}.location={json.dumps({'path': path})}")
+    for item in args.from_hub:
+        name, _, target = item.partition("=")
+        check(name)
+        repo, _, revision = target.partition("@")
+        repo = (
+            repo
+            or adapter_class(next(s.get("adapter", name) for s in recipe["sources"] if s["name"] == name)).hub_repo_id
+        )
+        location = {"hub": repo, **({"revision": revision} if revision else {})}
+        sets.append(f"sources.{name}.location={json.dumps(location)}")
+    if args.out:
+        sets.append(f"output.dir={json.dumps(args.out)}")
+    if args.limit is not None:
+        sets.append(f"output.limit={args.limit}")
+    if args.max_shard_size:
+        sets.append(f"output.max_shard_size={args.max_shard_size}")
+    if args.annotate is not None:
+        wanted = (
+            []
+            if args.annotate.strip().lower() == "none"
+            else [n.strip() for n in args.annotate.split(",") if n.strip()]
+        )
+        unknown = [n for n in wanted if n not in ANNOTATION_NAMES]
+        if unknown:
+            raise UsageError(f"unknown annotation(s) {', '.join(unknown)}; known: {', '.join(ANNOTATION_NAMES)}")
+        sets += [f"annotations.{n}.enabled={'true' if n in wanted else 'false'}" for n in ANNOTATION_NAMES]
+    recipe = apply_overrides(recipe, sets)
+    if args.sources:
+        keep = [n.strip() for n in args.sources.split(",") if n.strip()]
+        for name in keep:
+            check(name)
+        recipe["sources"] = [s for s in recipe["sources"] if s["name"] in keep]
+        configs = [{**c, "sources": [s for s in c["sources"] if s in keep]} for c in recipe.get("configs", [])]
+        recipe["configs"] = [c for c in configs if c["sources"]]
+    return recipe
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from coord_bench.build import BuildPlan, run_build
-
-    plan = BuildPlan(
-        sources=_source_specs(args),
-        out_dir=Path(args.out),
-        limit=args.limit,
-        annotate=_annotations(args.annotate),
-        max_shard_bytes=_size(args.max_shard_size),
+    from coord_bench.build import run_build
+    from coord_bench.recipe import (
+        apply_overrides,
+        check_runnable,
+        default_recipe_path,
+        describe_plan,
+        load_recipe,
+        to_plan,
+        validate_recipe,
     )
+
+    path = Path(args.recipe) if args.recipe else default_recipe_path()
+    recipe = load_recipe(path)
+    validate_recipe(recipe, origin=str(path))
+    recipe = apply_overrides(_flag_overrides(args, recipe), args.set)
+    validate_recipe(recipe, origin=f"{path} with the overrides")
+    if args.dry_run:
+        print(describe_plan(recipe, origin=str(path)))
+        return 0
+    check_runnable(recipe)
+    plan = to_plan(recipe)
     manifest = run_build(plan, progress=not args.no_progress)
     print(f"wrote {plan.out_dir}")
-    print(f"{'source':<28}{'read':>8}{'normalized':>12}{'rejected':>10}   train/validation/test")
+    print(f"{'source':<28}{'read':>8}{'normalized':>12}{'rejected':>10}{'filtered':>10}   train/validation/test")
     for name, s in manifest["sources"].items():
         splits = "/".join(str(v) for v in s["splits"].values())
-        print(f"{name:<28}{s['read']:>8}{s['normalized']:>12}{s['rejected']:>10}   {splits}")
+        print(f"{name:<28}{s['read']:>8}{s['normalized']:>12}{s['rejected']:>10}{s['filtered']:>10}   {splits}")
     t = manifest["totals"]
-    print(f"{'total':<28}{t['read']:>8}{t['normalized']:>12}{t['rejected']:>10}")
+    print(f"{'total':<28}{t['read']:>8}{t['normalized']:>12}{t['rejected']:>10}{t['filtered']:>10}")
     if t["rejected"]:
         print(f"rejected records and their reasons: {plan.out_dir / 'rejects.jsonl'}")
     return 0
@@ -121,8 +145,21 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"coord_bench {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    build = sub.add_parser("build", help="build the dataset folder (default: every source's embedded sample)")
-    build.add_argument("--sources", help=f"comma-separated sources to build (default: {','.join(ADAPTERS)})")
+    build = sub.add_parser(
+        "build", help="build the dataset folder from a recipe (default: builder_scripts/sample.yaml)"
+    )
+    build.add_argument("recipe", nargs="?", help="a YAML recipe (default: the embedded sample recipe)")
+    build.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe field, e.g. --set output.limit=10 (repeatable)",
+    )
+    build.add_argument(
+        "--dry-run", action="store_true", help="print what would be downloaded, built and spent; do nothing"
+    )
+    build.add_argument("--sources", help="comma-separated sources of the recipe to build (default: all)")
     build.add_argument(
         "--source-dir",
         action="append",
@@ -137,10 +174,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME[=REPO[@REV]]",
         help="read source NAME from the Hub (default repo of the source; HF_TOKEN for gated ones)",
     )
-    build.add_argument("--out", default="out/coord_bench", help="output folder (default: out/coord_bench)")
-    build.add_argument("--annotate", default="none", help="comma-separated annotation layers, or 'none'")
-    build.add_argument("--limit", type=int, help="read at most N raw records per source")
-    build.add_argument("--max-shard-size", default="100MB", help="largest Parquet shard (default: 100MB)")
+    build.add_argument("--out", help="output folder (recipe output.dir; default out/coord_bench)")
+    build.add_argument("--annotate", help="comma-separated annotation layers to enable, or 'none'")
+    build.add_argument("--limit", type=int, help="read at most N raw records per source (recipe output.limit)")
+    build.add_argument("--max-shard-size", help="largest Parquet shard, e.g. 100MB (recipe output.max_shard_size)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=cmd_build)
 

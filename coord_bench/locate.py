@@ -41,8 +41,10 @@ def hub_source(
     revision: str | None = None,
     adapter: str | None = None,
     cache_dir: str | Path | None = None,
+    config_patterns: list[str] | None = None,
 ) -> SourceSpec:
-    """Download (or reuse from the cache) the source's data files from the Hub."""
+    """Download (or reuse from the cache) the source's data files from the Hub; with ``config_patterns``,
+    only the files of the matching configs (for sources that have configs)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -56,9 +58,12 @@ def hub_source(
     repo_id = repo_id or cls.hub_repo_id
     if not repo_id:
         raise SourceLocationError(f"source '{name}': adapter {cls.name} has no default Hub repo; give a repo id")
+    patterns = list(cls.file_patterns)
+    if config_patterns and cls.hub_config_pattern:
+        patterns = [cls.hub_config_pattern.format(config=p) for p in config_patterns]
     try:
         folder = snapshot_download(
-            repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir, allow_patterns=list(cls.file_patterns)
+            repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir, allow_patterns=patterns
         )
     except GatedRepoError:
         raise SourceLocationError(

@@ -14,10 +14,10 @@ def validation_errors(folder: Path) -> Iterator[str]:
     folder = Path(folder)
     manifest = read_manifest(folder)
     for name, source in manifest["sources"].items():
-        if source["read"] != source["normalized"] + source["rejected"]:
+        if source["read"] != source["normalized"] + source["rejected"] + source["filtered"]:
             yield (
                 f"{folder}/build_manifest.json: source {name}: read {source['read']} != normalized "
-                f"{source['normalized']} + rejected {source['rejected']}"
+                f"{source['normalized']} + rejected {source['rejected']} + filtered {source['filtered']}"
             )
     for config, info in manifest["configs"].items():
         files = shard_files(folder, config)

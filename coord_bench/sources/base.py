@@ -147,6 +147,7 @@ class SourceAdapter(ABC):
     license: ClassVar[str]
     interaction: ClassVar[str]
     file_patterns: ClassVar[tuple[str, ...]]  # globs under the source root, in the Hub layout
+    hub_config_pattern: ClassVar[str | None] = None  # the files of one config on the Hub, with {config}
     FIELD_MAP: ClassVar[dict[str, str]]  # source field -> the column it fills
     KEPT_IN_EXTRAS: ClassVar[dict[str, str]] = {}  # source field -> what it is (documentation of extras)
     DROPPED: ClassVar[dict[str, str]] = {}  # source field -> why it has no column
@@ -179,9 +180,11 @@ class SourceAdapter(ABC):
         if not isinstance(raw.value, dict):
             raise Reject(f"expected a JSON object, found {type(raw.value).__name__}", kind="wrong_type")
         body = self.convert(raw)
-        group = group_hash(body.pop("group_key"))
+        record_id = f"{self.spec.name}:{body.pop('local_id')}"
+        group_key = body.pop("group_key")
+        group = group_hash(record_id if self.spec.options.get("split_group") == "record" else group_key)
         record: dict[str, Any] = {
-            "id": f"{self.spec.name}:{body.pop('local_id')}",
+            "id": record_id,
             "source": self.spec.name,
             "source_id": body.pop("source_id"),
             "source_config": body.pop("source_config", None),

@@ -37,6 +37,7 @@ class Debate(SourceAdapter):
     license = "apache-2.0"
     interaction = "multi_agent_debate"
     file_patterns = ("**/*.json",)
+    hub_config_pattern = "data/{config}/*.json"
     FIELD_MAP = {
         "exampleId": "source_id and split group (id = '<source>:<file stem>:<exampleId>')",
         "instruction": "task.instruction",

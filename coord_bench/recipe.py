@@ -1,0 +1,275 @@
+"""Build recipes: YAML files, validated by ``schemas/recipe.schema.json``, that declare what a build makes.
+
+A recipe plus ``--set key.path=value`` overrides resolves to one dict; its canonical JSON hash goes into
+the manifest and the card with the resolved recipe itself, so a published dataset can be rebuilt from its
+card alone. ``to_plan`` turns a resolved recipe into the ``BuildPlan`` the build runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from coord_bench.resources import resource_path
+from coord_bench.schema import format_path, validator
+from coord_bench.sources import ADAPTERS
+
+SAMPLE_RECIPE = "sample.yaml"
+RECIPE_SCHEMA = "recipe.schema.json"
+AVAILABLE_ANNOTATIONS: tuple[str, ...] = ()  # the mappers this version runs; grows with the annotation layers
+
+
+class RecipeError(ValueError):
+    """An invalid recipe or override; the message names the key path, what was expected and what was found."""
+
+
+def default_recipe_path() -> Path:
+    return resource_path("builder_scripts") / SAMPLE_RECIPE
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist")
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: expected a mapping at the top level, found {type(recipe).__name__}")
+    return recipe
+
+
+def _segment(container: Any, key: str, path: str) -> Any:
+    """Step into a dict by key, or into a list by index or by the ``name`` of an item."""
+    if isinstance(container, list):
+        if key.isdigit() and int(key) < len(container):
+            return int(key)
+        for i, item in enumerate(container):
+            if isinstance(item, dict) and item.get("name") == key:
+                return i
+        names = [item.get("name") for item in container if isinstance(item, dict)]
+        raise RecipeError(f"--set {path}: no item named {key!r} (items: {', '.join(map(str, names))})")
+    if isinstance(container, dict):
+        return key
+    raise RecipeError(f"--set {path}: cannot step into {type(container).__name__} at {key!r}")
+
+
+def set_value(recipe: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in the recipe, creating missing mappings; list items are picked by name or index."""
+    keys = dotted.split(".")
+    node: Any = recipe
+    for key in keys[:-1]:
+        step = _segment(node, key, dotted)
+        if isinstance(node, dict) and not isinstance(node.get(step), (dict, list)):
+            node[step] = {}
+        node = node[step]
+    node[_segment(node, keys[-1], dotted)] = value
+
+
+def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings; values are YAML scalars or lists (``5``, ``true``, ``[a, b]``)."""
+    recipe = copy.deepcopy(recipe)
+    for item in overrides:
+        dotted, sep, text = item.partition("=")
+        if not sep or not dotted:
+            raise RecipeError(f"--set expects key.path=value, got {item!r}")
+        set_value(recipe, dotted.strip(), yaml.safe_load(text) if text.strip() else "")
+    return recipe
+
+
+def _describe(error: Any) -> str:
+    where = format_path(error.absolute_path)
+    found = json.dumps(error.instance, default=str)
+    found = found if len(found) <= 80 else found[:77] + "..."
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"{where}: unknown key(s) {', '.join(map(repr, extra))}; expected one of: {allowed}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "type":
+        return f"{where}: expected {error.validator_value}, found {type(error.instance).__name__} {found}"
+    if error.validator == "enum":
+        return f"{where}: expected one of {error.validator_value}, found {found}"
+    return f"{where}: {error.message}"
+
+
+def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
+    """Raise ``RecipeError`` listing every problem, each with its key path, the expectation and the value."""
+    errors = [_describe(e) for e in sorted(validator(RECIPE_SCHEMA).iter_errors(recipe), key=lambda e: list(e.path))]
+    names = []
+    for i, source in enumerate(recipe.get("sources") or []):
+        if not isinstance(source, dict):
+            continue
+        names.append(source.get("name"))
+        adapter = source.get("adapter", source.get("name"))
+        if adapter not in ADAPTERS:
+            errors.append(
+                f"sources[{i}].adapter: unknown adapter {adapter!r}; known adapters: {', '.join(sorted(ADAPTERS))}"
+            )
+        location = source.get("location") or {"embedded": True}
+        given = [k for k in ("embedded", "path", "hub") if location.get(k)]
+        if len(given) != 1:
+            errors.append(
+                f"sources[{i}].location: expected exactly one of embedded, path, hub; found "
+                f"{', '.join(given) or 'none'}"
+            )
+    if len(set(names)) != len(names):
+        errors.append(f"sources: names must be unique, found {names}")
+    for i, config in enumerate(recipe.get("configs") or []):
+        if isinstance(config, dict):
+            unknown = [s for s in config.get("sources", []) if s not in names]
+            if unknown:
+                errors.append(f"configs[{i}].sources: unknown source(s) {unknown}; sources are {names}")
+    if errors:
+        raise RecipeError(f"{origin} is invalid:\n  " + "\n  ".join(errors))
+
+
+def enabled_annotations(recipe: dict[str, Any]) -> list[str]:
+    return [name for name, section in (recipe.get("annotations") or {}).items() if section.get("enabled")]
+
+
+def check_runnable(recipe: dict[str, Any]) -> None:
+    """A recipe may declare annotations that this version cannot run yet: a build refuses it, a dry run shows it."""
+    missing = [name for name in enabled_annotations(recipe) if name not in AVAILABLE_ANNOTATIONS]
+    if missing:
+        available = ", ".join(AVAILABLE_ANNOTATIONS) or "none yet"
+        raise RecipeError(
+            f"annotations {', '.join(missing)} are enabled, but this version of coord_bench runs only: {available}. "
+            f"Disable them, e.g. --set annotations.{missing[0]}.enabled=false"
+        )
+
+
+def recipe_hash(recipe: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def source_location(source: dict[str, Any]) -> dict[str, Any]:
+    return source.get("location") or {"embedded": True}
+
+
+def configs_of(recipe: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
+    """The configs (name -> sources) and the default one; by default 'all' plus one per source."""
+    names = [s["name"] for s in recipe["sources"]]
+    declared = recipe.get("configs")
+    if not declared:
+        return {"all": names, **{n: [n] for n in names}}, "all"
+    default = next((c["name"] for c in declared if c.get("default")), declared[0]["name"])
+    return {c["name"]: list(c["sources"]) for c in declared}, default
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper()
+    for unit, factor in (("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)):
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(float(text))
+
+
+def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
+    """Resolve locations (downloading Hub sources) and return the ``BuildPlan`` of a validated recipe."""
+    from coord_bench.build import BuildPlan
+    from coord_bench.locate import embedded_source, hub_source, local_source
+
+    ratios = (recipe.get("splits") or {}).get("ratios")
+    specs = []
+    for source in recipe["sources"]:
+        name, adapter = source["name"], source.get("adapter", source["name"])
+        location = source_location(source)
+        if location.get("path"):
+            spec = local_source(name, location["path"], adapter)
+        elif location.get("hub"):
+            spec = hub_source(
+                name,
+                location["hub"],
+                location.get("revision"),
+                adapter,
+                config_patterns=(source.get("filters") or {}).get("configs"),
+            )
+        else:
+            spec = embedded_source(name, adapter)
+        spec.options.update(
+            {"filters": source.get("filters") or {}, "split_group": source.get("split_group", "default")}
+        )
+        if "mapping" in source:
+            spec.options["mapping"] = source["mapping"]
+        specs.append(spec)
+    output = recipe.get("output") or {}
+    configs, default = configs_of(recipe)
+    return BuildPlan(
+        sources=specs,
+        out_dir=Path(out_dir or output.get("dir") or "out/coord_bench"),
+        configs=configs,
+        default_config=default,
+        limit=output.get("limit"),
+        annotate=enabled_annotations(recipe),
+        max_shard_bytes=_size(output.get("max_shard_size", "100MB")),
+        recipe=recipe,
+        **({"split_ratios": ratios} if ratios else {}),
+    )
+
+
+def describe_plan(recipe: dict[str, Any], origin: str = "recipe") -> str:
+    """What a build of this recipe would download, build and spend; reads nothing, fetches nothing."""
+    lines = [f"recipe {origin} (resolved sha256 {recipe_hash(recipe)[:16]})", "sources:"]
+    for source in recipe["sources"]:
+        cls = ADAPTERS[source.get("adapter", source["name"])]
+        location = source_location(source)
+        if location.get("hub"):
+            revision = location.get("revision", "main")
+            pinned = "" if len(revision) == 40 else "  WARNING: revision not pinned to a commit sha"
+            patterns = (source.get("filters") or {}).get("configs")
+            files = (
+                [cls.hub_config_pattern.format(config=p) for p in patterns]
+                if patterns and cls.hub_config_pattern
+                else list(cls.file_patterns)
+            )
+            where = f"download Hub dataset {location['hub']}@{revision} files {', '.join(files)}{pinned}"
+            if "gated" in cls.license:
+                where += "  (gated: needs HF_TOKEN of an account that accepted the terms)"
+        elif location.get("path"):
+            where = f"read local folder {location['path']}"
+        else:
+            where = "read the embedded sample (offline)"
+        filters = source.get("filters")
+        lines.append(f"  {source['name']:<26} adapter {cls.name:<26} {where}")
+        if filters:
+            lines.append(f"  {'':<26} filters {json.dumps(filters)}")
+    configs, default = configs_of(recipe)
+    lines.append(
+        "configs: "
+        + "; ".join(f"{n}{' (default)' if n == default else ''} = {', '.join(s)}" for n, s in configs.items())
+    )
+    ratios = (recipe.get("splits") or {}).get("ratios") or {"train": 0.8, "validation": 0.1, "test": 0.1}
+    lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
+    annotations = recipe.get("annotations") or {}
+    for name, section in annotations.items():
+        if not section.get("enabled"):
+            continue
+        params = {k: v for k, v in section.items() if k != "enabled"}
+        status = "" if name in AVAILABLE_ANNOTATIONS else "  (not available in this version: a build refuses it)"
+        lines.append(f"annotation {name}: {json.dumps(params)}{status}")
+    judge = annotations.get("judge") or {}
+    if judge.get("enabled"):
+        per_row = len(judge.get("models", [])) * (2 if judge.get("both_orders") else 1)
+        lines.append(
+            f"judge spend: at most {judge.get('max_calls', 0)} calls in all ({per_row} per sampled conversation) "
+            f"and at most ${judge.get('max_cost_usd', 0):.2f}, hard caps; key from ${judge.get('api_key_env', '')}"
+        )
+    else:
+        lines.append("judge spend: none (the judge is not enabled)")
+    output = recipe.get("output") or {}
+    lines.append(
+        f"output: {output.get('dir', 'out/coord_bench')}, shards up to {output.get('max_shard_size', '100MB')}"
+        + (f", at most {output['limit']} records per source" if output.get("limit") else "")
+    )
+    if recipe.get("publish", {}).get("repo_id"):
+        lines.append(f"publish: {recipe['publish']['repo_id']} (private: {recipe['publish'].get('private', False)})")
+    lines.append("dry run: nothing was downloaded, built or spent")
+    return "\n".join(lines)
