@@ -122,6 +122,15 @@ def require(
     return value
 
 
+def check_item(value: Any, label: str, kinds: type | tuple[type, ...], expected: str) -> Any:
+    """Reject a list element of the wrong type, naming it by its path (``personas[2]``)."""
+    if not isinstance(value, kinds):
+        raise Reject(
+            f"field '{label}': expected {expected}, found {type(value).__name__}", field=label, kind="wrong_type"
+        )
+    return value
+
+
 def optional(raw: dict[str, Any], key: str, kinds: type | tuple[type, ...], *, where: str = "") -> Any:
     """Like ``require``, but an absent or null field is None (older source versions lack some fields)."""
     return require(raw, key, kinds, nullable=True, where=where) if key in raw else None

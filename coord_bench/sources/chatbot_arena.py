@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, agent, blank, message, require
+from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, agent, blank, check_item, message, require
 from coord_bench.splits import normalize_text
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -91,12 +91,7 @@ def _pair_turns(conv_a: list[Any], conv_b: list[Any]) -> list[dict[str, Any]]:
     for key, conv in (("conversation_a", conv_a), ("conversation_b", conv_b)):
         for i, msg in enumerate(conv):
             where = f"{key}[{i}]."
-            if not isinstance(msg, dict):
-                raise Reject(
-                    f"field '{key}[{i}]': expected an object with role and content, found {type(msg).__name__}",
-                    field=f"{key}[{i}]",
-                    kind="wrong_type",
-                )
+            check_item(msg, f"{key}[{i}]", dict, "an object with role and content")
             require(msg, "content", str, where=where)
             expected = "user" if i % 2 == 0 else "assistant"
             if require(msg, "role", str, where=where) != expected:

@@ -19,6 +19,7 @@ from coord_bench.sources.base import (
     SourceAdapter,
     agent,
     blank,
+    check_item,
     message,
     optional,
     require,
@@ -91,12 +92,7 @@ class Debate(SourceAdapter):
         turns = _turns(memory, agents, roster)
         references = require(row, "references", list, nullable=True) or []
         for i, ref in enumerate(references):
-            if not isinstance(ref, str):
-                raise Reject(
-                    f"field 'references[{i}]': expected str, found {type(ref).__name__}",
-                    field=f"references[{i}]",
-                    kind="wrong_type",
-                )
+            check_item(ref, f"references[{i}]", str, "str")
         inputs = require(row, "input", (list, str))
         final_answer, final_source = _final_answer(row, turns)
         protocol = {
@@ -151,12 +147,7 @@ def _text_or_none(value: Any) -> str | None:
 def _agents(personas: list[Any]) -> tuple[list[dict[str, Any]], set[str]]:
     agents = []
     for i, persona in enumerate(personas):
-        if not isinstance(persona, dict):
-            raise Reject(
-                f"field 'personas[{i}]': expected an object, found {type(persona).__name__}",
-                field=f"personas[{i}]",
-                kind="wrong_type",
-            )
+        check_item(persona, f"personas[{i}]", dict, "an object")
         where = f"personas[{i}]."
         agent_id = require(persona, "agentId", str, where=where)
         agents.append(
@@ -176,12 +167,7 @@ def _turns(memory: list[Any], agents: list[dict[str, Any]], roster: set[str]) ->
     rows = []
     for i, item in enumerate(memory):
         where = f"globalMemory[{i}]."
-        if not isinstance(item, dict):
-            raise Reject(
-                f"field 'globalMemory[{i}]': expected an object, found {type(item).__name__}",
-                field=f"globalMemory[{i}]",
-                kind="wrong_type",
-            )
+        check_item(item, f"globalMemory[{i}]", dict, "an object")
         agent_id = require(item, "agent_id", str, where=where)
         if agent_id not in roster:
             roster.add(agent_id)
