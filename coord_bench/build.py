@@ -24,6 +24,7 @@ from coord_bench.schema import record_errors, schema_version
 from coord_bench.sources import RawRecord, Reject, SourceSpec, adapter_class
 from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import DEFAULT_RATIOS, SPLITS
+from coord_bench.staging import StagedCorpus
 from coord_bench.writer import ConfigWriters
 
 DEFAULT_CONFIG = "all"
@@ -44,7 +45,7 @@ class BuildPlan:
     out_dir: Path
     configs: dict[str, list[str]] = field(default_factory=dict)  # config name -> source names
     limit: int | None = None  # read at most this many raw records per source
-    annotate: list[str] = field(default_factory=list)
+    annotations: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer name -> its parameters
     max_shard_bytes: int = 100 * 1024 * 1024
     default_config: str = DEFAULT_CONFIG
     split_ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
@@ -67,59 +68,122 @@ class BuildPlan:
 
 
 def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
-    """Run the build described by ``plan`` and return the manifest it wrote."""
+    """Run the build described by ``plan`` and return the manifest it wrote.
+
+    Pass 1 normalizes every source into a staged corpus; the mappers then see the whole corpus (embeddings,
+    model fitting); pass 2 annotates the staged records batch by batch, checks them against the schema
+    again and writes the config shards.
+    """
+    from coord_bench.mappers import build_mappers
+
     adapters = [adapter_class(spec.adapter)(spec) for spec in plan.sources]
     inputs = {adapter.spec.name: adapter.files() for adapter in adapters}  # fails early on a missing layout
+    mappers = build_mappers(plan.annotations, plan.out_dir, progress=progress)
     out_dir = _prepare_out_dir(plan.out_dir, plan.configs)
-    writers = ConfigWriters(out_dir, plan.configs, plan.max_shard_bytes)
-    seen_ids: dict[str, str] = {}
-    source_stats: dict[str, Any] = {}
-    with (
-        open(out_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects,
-        tqdm(desc="normalizing", unit="rec", disable=not progress) as bar,
-    ):
-        for adapter in adapters:
-            spec = adapter.spec
-            stats = {
-                "read": 0,
-                "normalized": 0,
-                "rejected": 0,
-                "filtered": 0,
-                "rejects_by_kind": Counter(),
-                "filtered_by_reason": Counter(),
-                "splits": Counter(),
-            }
-            filters = spec.options.get("filters") or {}
-            for raw in adapter.iter_raw():
-                if plan.limit is not None and stats["read"] >= plan.limit:
-                    break
-                stats["read"] += 1
-                bar.update()
-                try:
-                    record = adapter.normalize(raw)
-                    _check(record, seen_ids)
-                except Reject as reject:
-                    stats["rejected"] += 1
-                    stats["rejects_by_kind"][reject.kind] += 1
-                    rejects.write(json.dumps(_reject_entry(spec, raw, reject), ensure_ascii=False, default=str) + "\n")
+    corpus = StagedCorpus(out_dir / ".staging")
+    stats = {spec.name: _new_stats() for spec in plan.sources}
+    with open(out_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
+        _normalize_into(corpus, adapters, plan.limit, stats, rejects, progress)
+        corpus.close_writing()
+        for mapper in mappers:
+            mapper.prepare(corpus)
+        writers = ConfigWriters(out_dir, plan.configs, plan.max_shard_bytes)
+        for batch in corpus.batches():
+            for mapper in mappers:
+                mapper.apply(batch)
+            for record in batch:
+                source_stats = stats[record["source"]]
+                errors = list(record_errors(record))
+                if errors:  # an annotation broke the schema: a bug, but the record is still accounted for
+                    source_stats["normalized"] -= 1
+                    source_stats["splits"][record["split"]] -= 1
+                    _reject(
+                        rejects,
+                        source_stats,
+                        record["source"],
+                        record["source_locator"],
+                        None,
+                        Reject("the annotated record breaks the schema: " + "; ".join(errors[:5]), kind="schema"),
+                    )
                     continue
-                seen_ids[record["id"]] = raw.locator
-                reason = filter_reason(record, filters)
-                if reason:
-                    stats["filtered"] += 1
-                    stats["filtered_by_reason"][reason] += 1
-                    continue
-                stats["normalized"] += 1
-                stats["splits"][record["split"]] += 1
                 writers.add(record)
-            source_stats[spec.name] = _source_entry(spec, inputs[spec.name], stats)
+    corpus.remove()
     config_counts = writers.close()
-    manifest = _manifest(plan, source_stats, config_counts)
+    annotations = {
+        mapper.name: {"params": plan.annotations.get(mapper.name, {}), **mapper.describe()} for mapper in mappers
+    }
+    entries = {spec.name: _source_entry(spec, inputs[spec.name], stats[spec.name]) for spec in plan.sources}
+    manifest = _manifest(plan, entries, config_counts, annotations)
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     from coord_bench.card import write_card
 
     write_card(out_dir, manifest)
     return manifest
+
+
+def _new_stats() -> dict[str, Any]:
+    return {
+        "read": 0,
+        "normalized": 0,
+        "rejected": 0,
+        "filtered": 0,
+        "rejects_by_kind": Counter(),
+        "filtered_by_reason": Counter(),
+        "splits": Counter(),
+    }
+
+
+def _normalize_into(
+    corpus: StagedCorpus, adapters: list, limit: int | None, stats: dict[str, Any], rejects: Any, progress: bool
+) -> None:
+    """Pass 1: read every source, normalize or reject each record, stage the ones kept."""
+    seen_ids: dict[str, str] = {}
+    with tqdm(desc="normalizing", unit="rec", disable=not progress) as bar:
+        for adapter in adapters:
+            spec = adapter.spec
+            source_stats = stats[spec.name]
+            filters = spec.options.get("filters") or {}
+            for raw in adapter.iter_raw():
+                if limit is not None and source_stats["read"] >= limit:
+                    break
+                source_stats["read"] += 1
+                bar.update()
+                try:
+                    record = adapter.normalize(raw)
+                    _check(record, seen_ids)
+                except Reject as reject:
+                    _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(spec, raw), reject)
+                    continue
+                seen_ids[record["id"]] = raw.locator
+                reason = filter_reason(record, filters)
+                if reason:
+                    source_stats["filtered"] += 1
+                    source_stats["filtered_by_reason"][reason] += 1
+                    continue
+                source_stats["normalized"] += 1
+                source_stats["splits"][record["split"]] += 1
+                corpus.add(record)
+
+
+def _reject(
+    rejects: Any,
+    source_stats: dict[str, Any],
+    source: str,
+    locator: str,
+    payload: dict[str, Any] | None,
+    reject: Reject,
+) -> None:
+    source_stats["rejected"] += 1
+    source_stats["rejects_by_kind"][reject.kind] += 1
+    entry = {
+        "source": source,
+        "locator": locator,
+        "kind": reject.kind,
+        "field": reject.field,
+        "reason": reject.reason,
+        **(payload or {}),
+    }
+    rejects.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
 
 
 def _check(record: dict[str, Any], seen_ids: dict[str, str]) -> None:
@@ -146,21 +210,13 @@ def _prepare_out_dir(out_dir: Path, configs: dict[str, list[str]]) -> Path:
     return out_dir
 
 
-def _reject_entry(spec: SourceSpec, raw: RawRecord, reject: Reject) -> dict[str, Any]:
-    entry = {
-        "source": spec.name,
-        "locator": raw.locator,
-        "kind": reject.kind,
-        "field": reject.field,
-        "reason": reject.reason,
-    }
+def _raw_payload(spec: SourceSpec, raw: RawRecord) -> dict[str, Any]:
+    """The raw record itself when small, else a pointer to it (DEBATE rows are megabytes)."""
     value = None if isinstance(raw.value, ReadFailure) else raw.value
     text = json.dumps(value, ensure_ascii=False, default=str)
     if value is not None and len(text) <= MAX_RAW_IN_REJECTS:
-        entry["raw"] = value
-    else:
-        entry["raw_pointer"] = f"{spec.root / raw.file}#{raw.index}"
-    return entry
+        return {"raw": value}
+    return {"raw_pointer": f"{spec.root / raw.file}#{raw.index}"}
 
 
 def _sha256(path: Path) -> str:
@@ -191,7 +247,9 @@ def _source_entry(spec: SourceSpec, files: list[Path], stats: dict[str, Any]) ->
     }
 
 
-def _manifest(plan: BuildPlan, sources: dict[str, Any], config_counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+def _manifest(
+    plan: BuildPlan, sources: dict[str, Any], config_counts: dict[str, dict[str, int]], annotations: dict[str, Any]
+) -> dict[str, Any]:
     totals = {key: sum(s[key] for s in sources.values()) for key in ("read", "normalized", "rejected", "filtered")}
     return {
         "coord_bench_version": __version__,
@@ -199,7 +257,7 @@ def _manifest(plan: BuildPlan, sources: dict[str, Any], config_counts: dict[str,
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "default_config": plan.default_config,
         "limit_per_source": plan.limit,
-        "annotations": plan.annotate,
+        "annotations": annotations,
         "recipe": plan.recipe,
         "recipe_hash": recipe_hash(plan.recipe) if plan.recipe is not None else None,
         "split_method": {"ratios": plan.split_ratios, "hash": "sha256(group key)[:16] as a fraction of 16**16"},

@@ -15,13 +15,13 @@ from typing import Any
 
 import yaml
 
+from coord_bench.mappers import AVAILABLE as AVAILABLE_ANNOTATIONS
 from coord_bench.resources import resource_path
 from coord_bench.schema import format_path, validator
 from coord_bench.sources import ADAPTERS
 
 SAMPLE_RECIPE = "sample.yaml"
 RECIPE_SCHEMA = "recipe.schema.json"
-AVAILABLE_ANNOTATIONS: tuple[str, ...] = ()  # the mappers this version runs; grows with the annotation layers
 
 
 class RecipeError(ValueError):
@@ -135,6 +135,16 @@ def enabled_annotations(recipe: dict[str, Any]) -> list[str]:
     return [name for name, section in (recipe.get("annotations") or {}).items() if section.get("enabled")]
 
 
+def annotation_params(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Parameters of the enabled layers and of the layers they need (latents need the embeddings' settings)."""
+    from coord_bench.mappers import REQUIRES
+
+    sections = recipe.get("annotations") or {}
+    enabled = enabled_annotations(recipe)
+    wanted = set(enabled) | {needed for name in enabled for needed in REQUIRES.get(name, ())}
+    return {name: {k: v for k, v in (sections.get(name) or {}).items() if k != "enabled"} for name in wanted}
+
+
 def check_runnable(recipe: dict[str, Any]) -> None:
     """A recipe may declare annotations that this version cannot run yet: a build refuses it, a dry run shows it."""
     missing = [name for name in enabled_annotations(recipe) if name not in AVAILABLE_ANNOTATIONS]
@@ -208,7 +218,7 @@ def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
         configs=configs,
         default_config=default,
         limit=output.get("limit"),
-        annotate=enabled_annotations(recipe),
+        annotations=annotation_params(recipe),
         max_shard_bytes=_size(output.get("max_shard_size", "100MB")),
         recipe=recipe,
         **({"split_ratios": ratios} if ratios else {}),

