@@ -112,7 +112,7 @@ def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
     annotations = {
         mapper.name: {"params": plan.annotations.get(mapper.name, {}), **mapper.describe()} for mapper in mappers
     }
-    entries = {spec.name: _source_entry(spec, inputs[spec.name], stats[spec.name]) for spec in plan.sources}
+    entries = {a.spec.name: _source_entry(a, inputs[a.spec.name], stats[a.spec.name]) for a in adapters}
     manifest = _manifest(plan, entries, config_counts, annotations)
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     from coord_bench.card import write_card
@@ -227,12 +227,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _source_entry(spec: SourceSpec, files: list[Path], stats: dict[str, Any]) -> dict[str, Any]:
+def _source_entry(adapter: Any, files: list[Path], stats: dict[str, Any]) -> dict[str, Any]:
+    spec = adapter.spec
     return {
         "adapter": spec.adapter,
         "dataset": spec.dataset,
         "revision": spec.revision,
-        "license": adapter_class(spec.adapter).license,
+        "license": adapter.license,
         "files": [
             {"path": p.relative_to(spec.root).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
             for p in files

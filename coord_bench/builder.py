@@ -21,7 +21,7 @@ from coord_bench import __version__
 from coord_bench.build import DEFAULT_CONFIG, BuildPlan, run_build
 from coord_bench.locate import embedded_source, local_source
 from coord_bench.schema import features
-from coord_bench.sources import ADAPTERS
+from coord_bench.sources import BUILTIN_SOURCES
 
 
 @dataclass
@@ -36,10 +36,10 @@ class CoordBenchConfig(datasets.BuilderConfig):
 class CoordBench(datasets.ArrowBasedBuilder):
     BUILDER_CONFIG_CLASS = CoordBenchConfig
     BUILDER_CONFIGS = [
-        CoordBenchConfig(name=DEFAULT_CONFIG, sources=tuple(ADAPTERS), version=__version__, description="every source"),
+        CoordBenchConfig(name=DEFAULT_CONFIG, sources=BUILTIN_SOURCES, version=__version__, description="every source"),
         *(
             CoordBenchConfig(name=name, sources=(name,), version=__version__, description=f"only {name}")
-            for name in ADAPTERS
+            for name in BUILTIN_SOURCES
         ),
     ]
     DEFAULT_CONFIG_NAME = DEFAULT_CONFIG

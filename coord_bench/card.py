@@ -154,8 +154,8 @@ def render_card(manifest: dict[str, Any], repo_id: str) -> str:
             ],
         ),
         licenses_table=_table(
-            ["adapter", "Hub dataset", "license"],
-            [[a, adapter_class(a).hub_repo_id, adapter_class(a).license] for a in adapters],
+            ["source", "adapter", "read from", "license"],
+            [[name, s["adapter"], s["dataset"], s["license"]] for name, s in sources.items()],
         ),
         columns_table=_table(["column", "type", "meaning"], _columns(load_schema())),
         field_map=_field_map(adapters),

@@ -18,7 +18,7 @@ import yaml
 from coord_bench.mappers import AVAILABLE as AVAILABLE_ANNOTATIONS
 from coord_bench.resources import resource_path
 from coord_bench.schema import format_path, validator
-from coord_bench.sources import ADAPTERS
+from coord_bench.sources import ADAPTERS, check_mapping
 
 SAMPLE_RECIPE = "sample.yaml"
 RECIPE_SCHEMA = "recipe.schema.json"
@@ -113,6 +113,11 @@ def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
             errors.append(
                 f"sources[{i}].adapter: unknown adapter {adapter!r}; known adapters: {', '.join(sorted(ADAPTERS))}"
             )
+        if adapter == "mapping":
+            try:
+                check_mapping(source.get("mapping"))
+            except ValueError as err:
+                errors.append(f"sources[{i}].mapping: {err}")
         location = source.get("location") or {"embedded": True}
         given = [k for k in ("embedded", "path", "hub") if location.get(k)]
         if len(given) != 1:

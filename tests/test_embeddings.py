@@ -19,7 +19,7 @@ def test_bundled_model_is_the_genuine_minilm(embedder):
     vectors = embedder.vectors(["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."])
     sims = vectors @ vectors.T
     np.testing.assert_allclose([sims[0, 1], sims[0, 2], sims[1, 2]], [0.6660, 0.1046, 0.1411], atol=5e-5)
-    assert embedder.dim == 384 and embedder.device == "cpu"
+    assert embedder.dim == 384 and embedder.device == "cpu"  # no GPU here; "auto" picks CUDA when present
 
 
 def test_long_texts_are_chunked_and_pooled(embedder):

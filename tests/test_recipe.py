@@ -194,3 +194,11 @@ def test_annotations_this_version_cannot_run_are_refused_with_a_fix(capsys):
 def test_recipe_that_is_not_a_mapping(tmp_path, capsys):
     assert build(write(tmp_path, "- just\n- a list\n")) == 2
     assert "expected a mapping at the top level, found list" in capsys.readouterr().err
+
+
+def test_dry_run_checks_a_mapping_section(tmp_path, capsys):
+    recipe = write(tmp_path, "name: x\nsources:\n  - name: mine\n    adapter: mapping\n    location: {path: /tmp}\n"
+                             "    mapping: {layout: sideways, text: body}\n")
+    assert build(recipe, "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert "sources[0].mapping:" in err and "sideways" in err

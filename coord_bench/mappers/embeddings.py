@@ -82,7 +82,8 @@ class Embedder:
         cache_dir: Path | None = None,
         progress: bool = True,
     ):
-        self.model_name, self.device, self.batch_size, self.progress = model, pick_device(device), batch_size, progress
+        self.model_name, self.requested_device, self.batch_size, self.progress = model, device, batch_size, progress
+        self.device: str | None = None  # resolved when the model loads: a warm cache never imports torch
         self.model_id = _model_id(model)
         cache_name = hashlib.sha256(self.model_id.encode()).hexdigest()[:16]
         self.cache_path = (cache_dir or default_cache_dir()) / "embeddings" / f"{cache_name}.sqlite"
@@ -96,6 +97,7 @@ class Embedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
+            self.device = pick_device(self.requested_device)
             self._model = SentenceTransformer(_model_path(self.model_name), device=self.device)
         return self._model
 
@@ -111,7 +113,7 @@ class Embedder:
         by_key = {self.key(t): t for t in texts}
         self.distinct.update(by_key)
         todo = sorted((by_key[k] for k in self.cache.missing(list(by_key))), key=len)  # similar lengths batch well
-        with tqdm(total=len(todo), desc=f"embedding ({self.device})", unit="text", disable=not self.progress) as bar:
+        with tqdm(total=len(todo), desc="embedding", unit="text", disable=not self.progress) as bar:
             for start in range(0, len(todo), self.batch_size * 8):
                 chunk = todo[start : start + self.batch_size * 8]
                 vectors = self.encode(chunk)

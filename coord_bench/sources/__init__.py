@@ -5,9 +5,14 @@ from __future__ import annotations
 from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec
 from coord_bench.sources.chatbot_arena import ChatbotArena
 from coord_bench.sources.debate import Debate
+from coord_bench.sources.mapping import Mapping, check_mapping
 from coord_bench.sources.multi_character_dialogue import MultiCharacterDialogue
 
-ADAPTERS: dict[str, type[SourceAdapter]] = {cls.name: cls for cls in (ChatbotArena, Debate, MultiCharacterDialogue)}
+ADAPTERS: dict[str, type[SourceAdapter]] = {
+    cls.name: cls for cls in (ChatbotArena, Debate, MultiCharacterDialogue, Mapping)
+}
+# The adapters of one known source (a Hub repo and an embedded sample); `mapping` is generic and needs options.
+BUILTIN_SOURCES: tuple[str, ...] = tuple(name for name, cls in ADAPTERS.items() if cls.hub_repo_id)
 
 
 class UnknownSourceError(ValueError):
@@ -24,4 +29,15 @@ def adapter_class(name: str) -> type[SourceAdapter]:
         ) from None
 
 
-__all__ = ["ADAPTERS", "Reject", "RawRecord", "SourceAdapter", "SourceSpec", "UnknownSourceError", "adapter_class"]
+__all__ = [
+    "ADAPTERS",
+    "BUILTIN_SOURCES",
+    "Mapping",
+    "RawRecord",
+    "Reject",
+    "SourceAdapter",
+    "SourceSpec",
+    "UnknownSourceError",
+    "adapter_class",
+    "check_mapping",
+]
