@@ -24,7 +24,7 @@ from coord_bench.schema import record_errors, schema_version
 from coord_bench.sources import RawRecord, Reject, SourceSpec, adapter_class
 from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import DEFAULT_RATIOS, SPLITS
-from coord_bench.staging import StagedCorpus
+from coord_bench.staging import AnnotatedView, StagedCorpus
 from coord_bench.writer import ConfigWriters
 
 DEFAULT_CONFIG = "all"
@@ -85,8 +85,8 @@ def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
     with open(out_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
         _normalize_into(corpus, adapters, plan.limit, stats, rejects, progress)
         corpus.close_writing()
-        for mapper in mappers:
-            mapper.prepare(corpus)
+        for position, mapper in enumerate(mappers):
+            mapper.prepare(AnnotatedView(corpus, mappers[:position]))
         writers = ConfigWriters(out_dir, plan.configs, plan.max_shard_bytes)
         for batch in corpus.batches():
             for mapper in mappers:

@@ -6,6 +6,7 @@ The YAML's ``configs`` tell ``load_dataset`` which Parquet files make each confi
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,87 @@ def _field_map(adapters: list[str]) -> str:
     return "\n\n".join(parts)
 
 
+def _doc(module_name: str) -> str:
+    """A mapper module's docstring without its title line: the method and its formulas, written once."""
+    import importlib
+
+    doc = importlib.import_module(module_name).__doc__ or ""
+    return doc.split("\n", 1)[1].strip() if "\n" in doc else doc
+
+
+def _ci(value: Any, interval: Any) -> str:
+    if value is None:
+        return "-"
+    low, high = interval or (None, None)
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
+def _latent_quality(report: dict[str, Any]) -> str:
+    r2 = report.get("next_turn_r2", {})
+    parts = []
+    if "skipped" in r2:
+        parts.append(f"Held-out next-turn R²: not computed ({r2['skipped']}).")
+    else:
+        names = ["model", "pca_rrr", "pca_no_dynamics", "copy_last", "train_mean"]
+        parts.append(
+            "Held-out next-turn R² in embedding space "
+            f"({r2.get('n_predicted_turns', '?')} predicted turns):\n\n"
+            + _table(names, [[_ci(r2.get(n), None) for n in names]])
+        )
+    if "stability" in report:
+        parts.append(
+            f"Stability: the largest principal angle between the latent subspaces of two refits with "
+            f"different seeds is {report['stability']['max_angle_deg']:.2f} degrees."
+        )
+    rows = []
+    for target, probe in report.get("probes", {}).items():
+        if probe.get("status") != "ok":
+            rows.append([target, "-", f"{probe.get('status')} ({probe.get('n_rows')} rows)", "-", "-"])
+            continue
+        for name, result in probe["features"].items():
+            rows.append(
+                [
+                    target,
+                    name,
+                    _ci(result["auc"], result["auc_ci"]),
+                    _ci(result["log_loss"], result["log_loss_ci"]),
+                    _ci(result.get("delta_auc"), result.get("delta_auc_ci")),
+                ]
+            )
+    if rows:
+        parts.append(
+            "Probes (grouped cross-validation; 95% bootstrap intervals):\n\n"
+            + _table(["outcome", "features", "AUC", "log-loss", "AUC minus tokens-only"], rows)
+        )
+    return "\n\n".join(parts)
+
+
+_LAYER_DOCS = {
+    "tokens": "coord_bench.mappers.tokens",
+    "embeddings": "coord_bench.mappers.embeddings",
+    "latents": "coord_bench.mappers.latent_states",
+    "rules": "coord_bench.mappers.rules",
+    "judge": "coord_bench.mappers.judge",
+}
+
+
+def _annotations_section(manifest: dict[str, Any]) -> str:
+    """One subsection per layer that ran: its method and formulas, its settings, and its results."""
+    layers = manifest.get("annotations") or {}
+    if not layers:
+        return "No annotation layer ran in this build: the `annotations` columns and `n_tokens` are null."
+    parts = []
+    for name, info in layers.items():
+        settings = {k: v for k, v in info.items() if k not in ("quality", "agreement")}
+        text = f"### {name}\n\n{_doc(_LAYER_DOCS[name])}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
+        if name == "latents" and info.get("quality"):
+            text += "\n\n" + _latent_quality(info["quality"])
+        if info.get("agreement"):
+            text += f"\n\nAgreement: `{json.dumps(info['agreement'])}`"
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
 def _recipe_block(manifest: dict[str, Any]) -> str:
     """The resolved recipe: with it, `coord-bench build recipe.yaml` rebuilds this dataset."""
     import yaml
@@ -126,8 +208,13 @@ def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     return card_data.to_dict()
 
 
-def render_card(manifest: dict[str, Any], repo_id: str) -> str:
-    """The full README.md text: the template's YAML merged with the build's, and its body filled in."""
+def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = None) -> str:
+    """The full README.md text: the template's YAML merged with the build's, and its body filled in.
+
+    With ``out_dir`` holding a ``report/`` (``coord-bench report``), its figures fill the Figures section.
+    """
+    from coord_bench.report import card_figures
+
     template = DatasetCard(resource_path("dataset_card.md").read_text(encoding="utf-8"))
     metadata = {**template.data.to_dict(), **card_metadata(manifest)}
     sources = manifest["sources"]
@@ -160,6 +247,8 @@ def render_card(manifest: dict[str, Any], repo_id: str) -> str:
         columns_table=_table(["column", "type", "meaning"], _columns(load_schema())),
         field_map=_field_map(adapters),
         recipe_block=_recipe_block(manifest),
+        annotations_section=_annotations_section(manifest),
+        figures=card_figures(out_dir) if out_dir is not None else "",
     )
     import yaml
 
@@ -168,5 +257,5 @@ def render_card(manifest: dict[str, Any], repo_id: str) -> str:
 
 def write_card(out_dir: Path, manifest: dict[str, Any], repo_id: str | None = None) -> Path:
     path = Path(out_dir) / CARD_FILE
-    path.write_text(render_card(manifest, repo_id or str(out_dir)), encoding="utf-8")
+    path.write_text(render_card(manifest, repo_id or str(out_dir), out_dir), encoding="utf-8")
     return path

@@ -53,10 +53,18 @@ def _flag_overrides(args: argparse.Namespace, recipe: dict) -> dict:
         sets.append(f"sources.{name}.location={json.dumps(location)}")
     if args.out:
         sets.append(f"output.dir={json.dumps(args.out)}")
+    if args.latent_model:
+        sets += ["annotations.latents.enabled=true", f"annotations.latents.model_path={json.dumps(args.latent_model)}"]
     if args.limit is not None:
         sets.append(f"output.limit={args.limit}")
     if args.max_shard_size:
         sets.append(f"output.max_shard_size={args.max_shard_size}")
+    if args.judge_model:
+        sets.append(f"annotations.judge.models={json.dumps(args.judge_model)}")
+    if args.max_calls is not None:
+        sets.append(f"annotations.judge.max_calls={args.max_calls}")
+    if args.max_cost_usd is not None:
+        sets.append(f"annotations.judge.max_cost_usd={args.max_cost_usd}")
     if args.annotate is not None:
         wanted = (
             []
@@ -66,6 +74,7 @@ def _flag_overrides(args: argparse.Namespace, recipe: dict) -> dict:
         unknown = [n for n in wanted if n not in ANNOTATION_NAMES]
         if unknown:
             raise UsageError(f"unknown annotation(s) {', '.join(unknown)}; known: {', '.join(ANNOTATION_NAMES)}")
+        wanted += ["latents"] if args.latent_model else []
         sets += [f"annotations.{n}.enabled={'true' if n in wanted else 'false'}" for n in ANNOTATION_NAMES]
     recipe = apply_overrides(recipe, sets)
     if args.sources:
@@ -82,7 +91,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     from coord_bench.build import run_build
     from coord_bench.recipe import (
         apply_overrides,
-        check_runnable,
         default_recipe_path,
         describe_plan,
         load_recipe,
@@ -98,7 +106,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_plan(recipe, origin=str(path)))
         return 0
-    check_runnable(recipe)
     plan = to_plan(recipe)
     manifest = run_build(plan, progress=not args.no_progress)
     print(f"wrote {plan.out_dir}")
@@ -110,6 +117,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"{'total':<28}{t['read']:>8}{t['normalized']:>12}{t['rejected']:>10}{t['filtered']:>10}")
     if t["rejected"]:
         print(f"rejected records and their reasons: {plan.out_dir / 'rejects.jsonl'}")
+    if "latents" in manifest["annotations"]:
+        from coord_bench.mappers.latent_states import REPORT, quality_table
+
+        print(quality_table(json.loads((plan.out_dir / REPORT).read_text(encoding="utf-8"))))
     return 0
 
 
@@ -137,6 +148,113 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     count = export_seed_json(Path(args.dir), Path(args.out), config=args.config)
     print(f"wrote {count} examples to {args.out}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from coord_bench.publish import push
+
+    result = push(
+        Path(args.dir),
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        max_shard_bytes=args.max_shard_size,
+    )
+    where = f"{result.repo_id}@{result.revision}" + (" (private)" if result.private else "")
+    if result.resharded:
+        print(f"re-sharded under {args.max_shard_size}: {', '.join(result.resharded)}")
+    if not result.changed:
+        print(f"no changes: {where} already holds {args.dir} (commit {result.commit_sha}); nothing uploaded")
+        return 0
+    print(
+        f"pushed {args.dir} to {where}: {len(result.uploaded)} file(s) uploaded, {len(result.unchanged)} "
+        f"unchanged (skipped), {len(result.deleted)} stale file(s) deleted"
+    )
+    print(f"commit {result.commit_sha}: {result.url}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from coord_bench.report import main as write_report
+
+    return write_report(Path(args.dir))
+
+
+def _judge_params(args: argparse.Namespace, base: dict) -> dict:
+    """Judge parameters for `label`: the build's recipe section, then --set, then the flags."""
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    from coord_bench.schema import load_schema
+
+    params = {k: v for k, v in base.items() if k != "enabled"}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE (a judge parameter), got {item!r}")
+        params[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+    flags = {
+        "models": args.judge_model or None,
+        "max_calls": args.max_calls,
+        "max_cost_usd": args.max_cost_usd,
+        "base_url": args.base_url,
+        "concurrency": args.concurrency,
+        "mode": args.mode,
+        "api_key_env": args.api_key_env,
+        "sample_seed": args.seed,
+        "sample_size": args.sample_size,
+    }
+    params.update({k: v for k, v in flags.items() if v is not None})
+    if args.both_orders:
+        params["both_orders"] = True
+    section = load_schema("recipe.schema.json")["properties"]["annotations"]["properties"]["judge"]
+    found = Draft202012Validator(section).iter_errors(params)
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or 'judge'}: {e.message}" for e in found]
+    if errors:
+        raise UsageError("invalid judge parameters: " + "; ".join(errors))
+    return params
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from coord_bench.dataset_dir import read_manifest
+    from coord_bench.mappers.judge.relabel import label_build
+
+    manifest = read_manifest(Path(args.dir))
+    base = (((manifest.get("recipe") or {}).get("annotations") or {}).get("judge")) or {}
+    params = _judge_params(args, base)
+    result = label_build(Path(args.dir), params, out=args.out, dry_run=args.dry_run, progress=not args.no_progress)
+    if args.dry_run:
+        e = result
+        print(
+            f"judge dry run: {e['rows_sampled']} of {e['rows_total']} conversations sampled -> "
+            f"{e['requests_planned']} requests ({e['requests_cached']} cached, {e['requests_to_send']} to send)"
+        )
+        print(
+            f"estimated tokens: {e['prompt_tokens']:,} prompt (tiktoken, +25% margin) + at most "
+            f"{e['completion_tokens_max']:,} completion"
+        )
+        prices = ", ".join(f"{m}: {src}" for m, src in e["prices"].items())
+        print(f"estimated cost: at most ${e['cost_usd_max']:.4f} (prices: {prices})")
+        print(f"hard caps: max_calls {e['max_calls']}, max_cost_usd {e['max_cost_usd']:g}")
+        print("dry run: no request was sent")
+        return 0
+    judge = result["annotations"]["judge"]
+    requests = judge["requests"]
+    print(f"labelled {args.out or args.dir}: rows {judge['rows']}")
+    print(
+        f"requests sent {requests['sent']} (fresh judgements {requests['judgements_fresh']}, cached "
+        f"{requests['judgements_cached']}, failed {requests['failed']}, over budget {requests['over_budget']}); "
+        f"cost ${judge['cost_usd']['spent']:.4f}; mode {judge['structured_output_mode']}"
+    )
+    return 0
+
+
+def cmd_review_sample(args: argparse.Namespace) -> int:
+    from coord_bench.mappers.judge.relabel import review_sample
+
+    count = review_sample(Path(args.dir), args.n, Path(args.out), seed=args.seed, judged_only=args.judged_only)
+    print(f"wrote {count} conversations (stratified by source, config and native outcome) to {args.out}")
     return 0
 
 
@@ -176,9 +294,19 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--out", help="output folder (recipe output.dir; default out/coord_bench)")
     build.add_argument("--annotate", help="comma-separated annotation layers to enable, or 'none'")
+    build.add_argument("--latent-model", metavar="PATH",
+                       help="apply this fitted latent model (artifacts/latent_model of a build) instead of fitting")
     build.add_argument("--limit", type=int, help="read at most N raw records per source (recipe output.limit)")
     build.add_argument("--max-shard-size", help="largest Parquet shard, e.g. 100MB (recipe output.max_shard_size)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument(
+        "--judge-model", action="append", default=[], metavar="MODEL",
+        help="judge model (repeatable; recipe annotations.judge.models)",
+    )
+    build.add_argument("--max-calls", type=int, help="judge hard cap on requests (annotations.judge.max_calls)")
+    build.add_argument(
+        "--max-cost-usd", type=float, help="judge hard cap on spend in USD (annotations.judge.max_cost_usd)"
+    )
     build.set_defaults(func=cmd_build)
 
     validate = sub.add_parser("validate", help="check every record of a built folder against the JSON Schema")
@@ -192,6 +320,51 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--config", default="chatbot_arena", help="config to export (default chatbot_arena)")
     export.set_defaults(func=cmd_export)
+
+    label = sub.add_parser("label", help="judge an existing build with an LLM (in place, or into --out)")
+    label.add_argument("dir")
+    label.add_argument("--out", help="write the labelled build here instead of in place")
+    label.add_argument("--judge-model", action="append", default=[], metavar="MODEL", help="judge model (repeatable)")
+    label.add_argument("--max-calls", type=int, help="hard cap on requests (retries and re-asks count)")
+    label.add_argument("--max-cost-usd", type=float, help="hard cap on spend in USD")
+    label.add_argument("--base-url", help="OpenAI-compatible API (default https://openrouter.ai/api/v1)")
+    label.add_argument("--api-key-env", help="environment variable holding the key (default OPENROUTER_API_KEY)")
+    label.add_argument("--concurrency", type=int, help="requests in flight at most")
+    label.add_argument("--mode", choices=["auto", "json_schema", "json_object", "tool", "prompt"])
+    label.add_argument("--seed", type=int, help="sample seed (annotations.judge.sample_seed)")
+    label.add_argument("--sample-size", type=int, help="conversations to judge (default: what max-calls allows)")
+    label.add_argument("--both-orders", action="store_true", help="judge pairwise conversations in both A/B orders")
+    label.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any other judge parameter, e.g. --set timeout_s=30 (repeatable)",
+    )
+    label.add_argument("--dry-run", action="store_true", help="print the estimated requests, tokens and cost only")
+    label.add_argument("--no-progress", action="store_true", help="no progress bar")
+    label.set_defaults(func=cmd_label)
+
+    review = sub.add_parser("review-sample", help="export a stratified sample of a build to CSV for manual review")
+    review.add_argument("dir")
+    review.add_argument("--n", type=int, default=30, help="conversations (default 30)")
+    review.add_argument("--out", required=True, help="CSV file to write")
+    review.add_argument("--seed", type=int, default=0)
+    review.add_argument("--judged-only", action="store_true", help="sample only conversations a judge labelled")
+    review.set_defaults(func=cmd_review_sample)
+
+    push = sub.add_parser(
+        "push", help="validate a built folder and upload it to a Hub dataset repo (token: HF_TOKEN or `hf auth login`)"
+    )
+    push.add_argument("dir")
+    push.add_argument("--repo-id", required=True, metavar="NS/NAME", help="the dataset repo (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private (or make it private)")
+    push.add_argument("--revision", metavar="REV", help="branch to push to (created from main if missing)")
+    push.add_argument(
+        "--max-shard-size", default="100MB", help="largest shard on the Hub; bigger ones are re-sharded (100MB)"
+    )
+    push.set_defaults(func=cmd_push)
+
+    report = sub.add_parser("report", help="write DIR/report/index.html: the build's figures and counts")
+    report.add_argument("dir")
+    report.set_defaults(func=cmd_report)
     return top
 
 
@@ -200,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     from coord_bench.build import BuildError
     from coord_bench.dataset_dir import NotABuildError
     from coord_bench.locate import SourceLocationError
+    from coord_bench.publish import PushError
 
     args = parser().parse_args(argv)
     try:
@@ -210,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         SourceLocationError,
         BuildError,
         NotABuildError,
+        PushError,
         FileNotFoundError,
         ValueError,
     ) as err:

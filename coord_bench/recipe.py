@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from coord_bench.mappers import AVAILABLE as AVAILABLE_ANNOTATIONS
 from coord_bench.resources import resource_path
 from coord_bench.schema import format_path, validator
 from coord_bench.sources import ADAPTERS, check_mapping
@@ -150,17 +149,6 @@ def annotation_params(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: {k: v for k, v in (sections.get(name) or {}).items() if k != "enabled"} for name in wanted}
 
 
-def check_runnable(recipe: dict[str, Any]) -> None:
-    """A recipe may declare annotations that this version cannot run yet: a build refuses it, a dry run shows it."""
-    missing = [name for name in enabled_annotations(recipe) if name not in AVAILABLE_ANNOTATIONS]
-    if missing:
-        available = ", ".join(AVAILABLE_ANNOTATIONS) or "none yet"
-        raise RecipeError(
-            f"annotations {', '.join(missing)} are enabled, but this version of coord_bench runs only: {available}. "
-            f"Disable them, e.g. --set annotations.{missing[0]}.enabled=false"
-        )
-
-
 def recipe_hash(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -268,10 +256,12 @@ def describe_plan(recipe: dict[str, Any], origin: str = "recipe") -> str:
         if not section.get("enabled"):
             continue
         params = {k: v for k, v in section.items() if k != "enabled"}
-        status = "" if name in AVAILABLE_ANNOTATIONS else "  (not available in this version: a build refuses it)"
-        lines.append(f"annotation {name}: {json.dumps(params)}{status}")
+        lines.append(f"annotation {name}: {json.dumps(params)}")
     judge = annotations.get("judge") or {}
     if judge.get("enabled"):
+        from coord_bench.mappers.judge import DEFAULTS as JUDGE_DEFAULTS
+
+        judge = {**JUDGE_DEFAULTS, **judge}
         per_row = len(judge.get("models", [])) * (2 if judge.get("both_orders") else 1)
         lines.append(
             f"judge spend: at most {judge.get('max_calls', 0)} calls in all ({per_row} per sampled conversation) "

@@ -59,3 +59,19 @@ class StagedCorpus:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class AnnotatedView:
+    """The staged corpus as a later mapper sees it: each batch with the earlier mappers' annotations applied.
+
+    Re-applying is cheap for the layers that precede a corpus pass (tokens, lookups of cached work) and keeps
+    one copy of the corpus on disk."""
+
+    def __init__(self, corpus: StagedCorpus, earlier: list[Any]):
+        self.corpus, self.earlier = corpus, earlier
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        for batch in self.corpus.batches(None if self.earlier else columns):
+            for mapper in self.earlier:
+                mapper.apply(batch)
+            yield batch

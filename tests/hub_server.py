@@ -2,17 +2,42 @@
 
 No installable server accepts both reads and uploads, and mocks cannot intercept `httpx2`, so the suite runs
 this small server (stdlib only) on 127.0.0.1. It speaks the read side of the Hub API: repo info, tree,
-paths-info, refs and `resolve` (HEAD/GET, Range). Xet is never advertised, so clients use plain HTTP.
-Routes live in one table (`HubServer.routes`) so write routes (preupload, LFS batch, commit) can be added.
+paths-info, refs, commits and `resolve` (HEAD/GET, Range). Routes live in one table (`HubServer.routes`).
+
+Write side (what `HfApi.create_repo` / `create_commit` / `upload_folder` / `create_branch` send):
+`POST /api/repos/create`, `POST /api/validate-yaml`, `POST .../preupload/{rev}`, the LFS batch API
+(`POST /{prefix}{repo}.git/info/lfs/objects/batch`, then a presigned `PUT /lfs-upload/...` and `POST .../verify`),
+`POST .../commit/{rev}` (NDJSON: header, file, lfsFile, deletedFile, deletedFolder), `POST .../branch/{b}`,
+`PUT .../settings`, `GET /api/whoami-v2`. Writes need a token registered with `add_token(token, user)` whose
+user owns the namespace: none or an unknown one -> 401 "Invalid credentials in Authorization header".
+
+Xet: with `HF_HUB_DISABLE_XET=1` the client uploads through the LFS batch API. With hf_xet enabled the client
+uploads to the CAS itself: `GET .../xet-write-token/{rev}` (and `xet-read-token`) answer `casUrl=local://DIR`
+(`HubServer.xet_dir`), which makes hf_xet keep xorbs and shards in DIR. The commit's `lfsFile` only names the
+sha256, so the server reads DIR's shards to map sha256 -> xet hash and reads the bytes back with hf_xet. Files
+stored that way carry `xetHash` in tree/paths-info and `X-Xet-Hash` + `Link: <xet-read-token>; rel="xet-auth"`
+on resolve, so xet-enabled clients download them through hf_xet as well.
+
+Faults, for resumability tests: `fail_next(route, times, status)` answers an error status;
+`drop_connection_after_bytes(n, route, times)` reads n bytes of the request body and cuts the connection.
+`lfs_uploads` records every LFS PUT (oid, bytes received, completed).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import re
+import secrets
+import shutil
+import socket
+import struct
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.message import Message
@@ -63,6 +88,7 @@ class Commit:
     title: str
     date: str
     files: dict[str, bytes]  # full snapshot of the tree at this commit
+    message: str = ""
 
 
 @dataclass
@@ -77,9 +103,16 @@ class Repo:
     refs: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
     created_at: str = field(default_factory=_now)
+    lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 -> bytes uploaded (LFS PUT or xet)
+    xet_hashes: dict[str, str] = field(default_factory=dict)  # sha256 -> xet file hash, for files sent via xet
 
-    def commit(self, revision: str, files: dict[str, bytes], title: str, deleted: tuple[str, ...] = ()) -> str:
+    def commit(
+        self, revision: str, files: dict[str, bytes], title: str, deleted: tuple[str, ...] = (), message: str = ""
+    ) -> str:
         """Add/overwrite `files` on top of `revision` (a new branch starts from main) and move the branch."""
+        for path, data in files.items():
+            if is_lfs(path, data):  # the repo's LFS store knows every LFS file it holds
+                self.lfs_objects.setdefault(hashlib.sha256(data).hexdigest(), data)
         parent = self.refs.get(revision) or self.refs.get("main")
         tree = dict(self.commits[parent].files) if parent else {}
         tree.update(files)
@@ -87,7 +120,7 @@ class Repo:
             tree.pop(path, None)
         content = json.dumps([parent, title, sorted((p, git_blob_oid(d)) for p, d in tree.items())])
         sha = hashlib.sha1(content.encode()).hexdigest()
-        self.commits[sha] = Commit(sha, parent, title, _now(), tree)
+        self.commits[sha] = Commit(sha, parent, title, _now(), tree, message)
         self.refs[revision] = sha
         return sha
 
@@ -126,8 +159,31 @@ class Request:
 
 Response = tuple[int, dict[str, str], bytes]
 
+
+@dataclass
+class Fault:
+    """An injected failure for requests whose path matches `route` (a regex, searched)."""
+
+    route: str
+    method: str | None
+    times: int | None  # None: until `clear_faults()`
+    status: int | None = None  # answer this status...
+    drop_after: int | None = None  # ...or read this many body bytes, then cut the connection
+    hits: int = 0
+
+
+@dataclass
+class LfsUpload:
+    repo_id: str
+    oid: str
+    received: int
+    completed: bool
+
+
 _REPO = r"/api/(?P<kind>datasets|models|spaces)/(?P<repo>[^/]+/[^/]+)"
 _RESOLVE = r"/(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)"
+_GIT_LFS = r"/(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects"
+_LFS_PUT = r"/lfs-upload/(?P<kind>datasets|models|spaces)/(?P<repo>[^/]+/[^/]+)/(?P<oid>[0-9a-f]{64})"
 
 
 class HubServer:
@@ -135,9 +191,16 @@ class HubServer:
 
     tree_page_size = 1000  # the Hub's page size for /tree (50 with expand); lower it to exercise pagination
 
-    def __init__(self):
+    def __init__(self, xet_dir: Path | None = None):
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[tuple[str, str]] = []
+        self.tokens: dict[str, str] = {}  # write-capable token -> user name (see `add_token`)
+        self.faults: list[Fault] = []
+        self.lfs_uploads: list[LfsUpload] = []
+        self.xet_dir = Path(xet_dir) if xet_dir else None  # local CAS for hf_xet (a temp dir by default)
+        self._own_xet_dir = False
+        self._secret = secrets.token_bytes(16)  # signs the presigned LFS upload URLs
+        self._xet_session = None
         self.outbound_attempts: list[str] = []  # hosts the `hub_server` fixture refused to resolve
         self.endpoint = ""
         self._lock = threading.Lock()
@@ -151,6 +214,20 @@ class HubServer:
             ("GET", _REPO + r"/refs", self._refs, False),
             ("HEAD", _RESOLVE, self._resolve, True),
             ("GET", _RESOLVE, self._resolve, True),
+            ("GET", _REPO + r"/commits/(?P<rev>[^/]+)", self._commits, True),
+            ("GET", _REPO + r"/xet-read-token/(?P<rev>[^/]+)", self._xet_token, False),
+            # Write routes: a 5th field says who may call them ("write": a token owning the namespace).
+            ("GET", r"/api/whoami-v2", self._whoami, False, "none"),
+            ("POST", r"/api/repos/create", self._create_repo, False, "none"),
+            ("POST", r"/api/validate-yaml", self._validate_yaml, False, "none"),
+            ("PUT", _REPO + r"/settings", self._settings, False, "write"),
+            ("POST", _REPO + r"/branch/(?P<branch>[^/]+)", self._create_branch, False, "write"),
+            ("POST", _REPO + r"/preupload/(?P<rev>[^/]+)", self._preupload, True, "write"),
+            ("GET", _REPO + r"/xet-write-token/(?P<rev>[^/]+)", self._xet_token, False, "write"),
+            ("POST", _REPO + r"/commit/(?P<rev>[^/]+)", self._commit, False, "write"),
+            ("POST", _GIT_LFS + r"/batch", self._lfs_batch, False, "write"),
+            ("POST", _GIT_LFS + r"/verify", self._lfs_verify, False, "write"),
+            ("PUT", _LFS_PUT, self._lfs_put, False, "presigned"),
         ]
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -177,6 +254,8 @@ class HubServer:
             def log_message(self, *args):
                 pass
 
+        if self.xet_dir is None:
+            self.xet_dir, self._own_xet_dir = Path(tempfile.mkdtemp(prefix="hub_server_xet_")), True
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -193,6 +272,8 @@ class HubServer:
             with contextlib.suppress(OSError):
                 conn.shutdown(2)
         self._httpd = None
+        if self._own_xet_dir and self.xet_dir is not None:
+            shutil.rmtree(self.xet_dir, ignore_errors=True)
 
     # -- fixtures' API ---------------------------------------------------------------------------------------
 
@@ -218,13 +299,83 @@ class HubServer:
             repo.gated, repo.private, repo.token = gated, private, token
             return repo.commit(revision, files, f"Upload folder {folder.name}")
 
+    def add_token(self, token: str, user: str) -> None:
+        """Register a token: it may write to (and read private repos of) the namespace `user`."""
+        with self._lock:
+            self.tokens[token] = user
+
+    def fail_next(self, route: str, times: int | None = 1, *, status: int = 500, method: str | None = None) -> Fault:
+        """The next `times` requests whose path matches `route` (regex) get `status` (None: until cleared)."""
+        fault = Fault(route, method, times, status=status)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def drop_connection_after_bytes(
+        self, n: int, route: str = r"^/lfs-upload/", times: int | None = 1, *, method: str | None = "PUT"
+    ) -> Fault:
+        """The next `times` matching requests die mid-upload: n body bytes are read, then the socket is cut."""
+        fault = Fault(route, method, times, drop_after=n)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def head(self, repo_id: str, revision: str = "main", repo_type: str = "dataset") -> str:
+        """The commit sha a branch points at."""
+        return self.repos[(repo_type, repo_id)].refs[revision]
+
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "dataset") -> dict[str, bytes]:
+        """The tree of a branch: path -> bytes."""
+        repo = self.repos[(repo_type, repo_id)]
+        return dict(repo.commits[repo.refs[revision]].files)
+
     # -- dispatch --------------------------------------------------------------------------------------------
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if (fault.method in (None, method)) and re.search(fault.route, path):
+                    fault.hits += 1
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            self.faults.remove(fault)
+                    return fault
+        return None
+
+    def _cut(self, handler: BaseHTTPRequestHandler, n: int, path: str) -> None:
+        """Read at most n bytes of the body, then cut the connection without answering (a dropped upload)."""
+        got = b""
+        if handler.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            got = handler.rfile.read(min(n, int(handler.headers.get("Content-Length") or 0)))
+        else:
+            handler.connection.settimeout(2)
+            with contextlib.suppress(OSError):
+                while len(got) < n and (chunk := handler.rfile.read1(n - len(got))):
+                    got += chunk
+        m = re.fullmatch(_LFS_PUT, path)
+        if m:
+            with self._lock:
+                self.lfs_uploads.append(LfsUpload(m["repo"], m["oid"], len(got), False))
+        handler.close_connection = True
+        with contextlib.suppress(OSError):
+            handler.connection.shutdown(socket.SHUT_RDWR)
 
     def _handle(self, handler: BaseHTTPRequestHandler):
         url = urlsplit(handler.path)
         self.requests.append((handler.command, url.path))
+        fault = self._take_fault(handler.command, url.path)
+        if fault is not None and fault.drop_after is not None:
+            self._cut(handler, fault.drop_after, url.path)
+            return
         try:
             req = Request(handler.command, url.path, parse_qs(url.query), handler.headers, _read_body(handler), {})
+            if fault is not None:
+                raise HubError(fault.status or 500, None, f"hub_server: injected fault on {url.path}")
             status, headers, body = self._dispatch(req)
         except Exception as e:  # a bug in a route must reach the test as an error, not as a dropped socket
             e = e if isinstance(e, HubError) else HubError(500, None, f"hub_server: {e!r}")
@@ -240,14 +391,19 @@ class HubServer:
             handler.wfile.write(body)
 
     def _dispatch(self, req: Request) -> Response:
-        for method, pattern, func, needs_rev in self.routes:
+        for method, pattern, func, needs_rev, *access in self.routes:
             m = re.fullmatch(pattern, req.path)
             if method != req.method or m is None:
                 continue
             req.params = {k: unquote(v) for k, v in m.groupdict().items() if v is not None}
-            if "repo" in req.params:
+            access = access[0] if access else "read"
+            if "repo" in req.params and access in ("read", "write"):
                 kind = KINDS[req.params.get("kind", "models")]
-                req.repo = self._authorize(kind, req.params["repo"], req.headers.get("Authorization"))
+                auth = req.headers.get("Authorization")
+                if access == "write":
+                    req.repo = self._authorize_write(kind, req.params["repo"], auth)
+                else:
+                    req.repo = self._authorize(kind, req.params["repo"], auth)
                 if needs_rev:
                     req.commit = req.repo.resolve(req.params.get("rev", "main"))
             return func(req)
@@ -256,7 +412,9 @@ class HubServer:
     def _authorize(self, repo_type: str, repo_id: str, auth: str | None) -> Repo:
         """Unknown, or private without the token -> RepoNotFound; gated without the token -> GatedRepo."""
         repo = self.repos.get((repo_type, repo_id))
-        allowed = repo is not None and repo.token is not None and auth == f"Bearer {repo.token}"
+        allowed = repo is not None and (
+            (repo.token is not None and auth == f"Bearer {repo.token}") or self._user(auth) == repo_id.split("/")[0]
+        )
         if repo is None or (repo.private and not allowed):
             # The real Hub answers 401 to anonymous callers here; both map to RepositoryNotFoundError.
             raise HubError(404 if repo is None or auth else 401, "RepoNotFound", "Repository not found")
@@ -273,6 +431,245 @@ class HubServer:
                 )
             raise HubError(403, "GatedRepo", msg)
         return repo
+
+    # -- write side ------------------------------------------------------------------------------------------
+
+    def _user(self, auth: str | None) -> str | None:
+        if not auth or not auth.startswith("Bearer "):
+            return None
+        return self.tokens.get(auth[len("Bearer ") :])
+
+    def _require_user(self, auth: str | None) -> str:
+        user = self._user(auth)
+        if user is None:  # the exact message makes the client raise a plain 401, not RepositoryNotFound
+            raise HubError(401, None, "Invalid credentials in Authorization header")
+        return user
+
+    def _authorize_write(self, repo_type: str, repo_id: str, auth: str | None) -> Repo:
+        user = self._require_user(auth)
+        repo = self.repos.get((repo_type, repo_id))
+        namespace = repo_id.split("/")[0]
+        if repo is None or (repo.private and namespace != user):
+            raise HubError(404, "RepoNotFound", "Repository not found")
+        if namespace != user:
+            raise HubError(403, None, f"You don't have the rights to write to {repo_type} {repo_id}")
+        return repo
+
+    def _whoami(self, req: Request) -> Response:
+        user = self._require_user(req.headers.get("Authorization"))
+        auth = {"type": "access_token", "accessToken": {"displayName": "hub_server", "role": "write"}}
+        return _json({"type": "user", "id": _short_id(user), "name": user, "fullname": user, "orgs": [], "auth": auth})
+
+    def _create_repo(self, req: Request) -> Response:
+        user = self._require_user(req.headers.get("Authorization"))
+        form = json.loads(req.body or b"{}")
+        namespace, name = form.get("organization") or user, form.get("name", "")
+        repo_type = form.get("type") or "model"
+        if repo_type not in KINDS.values() or not re.fullmatch(r"[\w.-]+", name):
+            raise HubError(400, None, f"Invalid repo type or name: {repo_type} {name!r}")
+        if namespace != user:
+            raise HubError(403, None, f"You don't have the rights to create a {repo_type} under {namespace}")
+        repo_id = f"{namespace}/{name}"
+        private = bool(form.get("private")) or form.get("visibility") == "private"
+        with self._lock:
+            repo = self.repos.get((repo_type, repo_id))
+            url = f"{self.endpoint}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
+            if repo is not None:
+                error = {"error": f"You already created this {repo_type} repo", "url": url}
+                headers = {"Content-Type": "application/json", "X-Error-Message": "Repo already exists"}
+                return 409, headers, json.dumps(error).encode()
+            repo = self.repos[(repo_type, repo_id)] = Repo(repo_id, repo_type, private=private)
+            repo.commit("main", {".gitattributes": GITATTRIBUTES}, "initial commit")
+        return _json({"url": url, "name": repo_id, "id": _short_id(repo_id)})
+
+    def _validate_yaml(self, req: Request) -> Response:
+        """The Hub checks a README's front matter before a commit: invalid YAML -> 400 with `errors`."""
+        content = json.loads(req.body or b"{}").get("content", "")
+        errors = []
+        m = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", content, re.DOTALL)
+        if m:
+            try:
+                data = yaml.safe_load(m.group(1))
+            except yaml.YAMLError as e:
+                data, errors = None, [{"message": f"Invalid YAML: {e}"}]
+            if data is not None and not isinstance(data, dict):
+                errors.append({"message": "The metadata must be a YAML mapping"})
+            for config in (data or {}).get("configs", []) if isinstance(data, dict) else []:
+                if not isinstance(config, dict) or not isinstance(config.get("config_name"), str):
+                    errors.append({"message": f"configs: each entry needs a config_name: {config!r}"})
+        body = json.dumps({"errors": errors, "warnings": []}).encode()
+        return (400 if errors else 200), {"Content-Type": "application/json"}, body
+
+    def _settings(self, req: Request) -> Response:
+        form = json.loads(req.body or b"{}")
+        with self._lock:
+            if "private" in form:
+                req.repo.private = bool(form["private"])
+            if "visibility" in form:
+                req.repo.private = form["visibility"] == "private"
+            if "gated" in form:
+                req.repo.gated = form["gated"] not in (False, None, "false")
+        return _json({})
+
+    def _create_branch(self, req: Request) -> Response:
+        branch = req.params["branch"]
+        start = json.loads(req.body or b"{}").get("startingPoint") or "main"
+        with self._lock:
+            if branch in req.repo.refs:
+                raise HubError(409, None, f"Reference refs/heads/{branch} already exists")
+            req.repo.refs[branch] = req.repo.resolve(start).sha
+        return _json({})
+
+    def _commits(self, req: Request) -> Response:
+        out, commit = [], req.commit
+        while commit is not None:
+            authors = [{"user": req.repo.repo_id.split("/")[0]}]
+            info = {"title": commit.title, "message": commit.message, "date": commit.date, "authors": authors}
+            out.append({"id": commit.sha, **info})
+            commit = req.repo.commits.get(commit.parent) if commit.parent else None
+        return _json(out)
+
+    def _preupload(self, req: Request) -> Response:
+        """Upload mode per file (LFS by extension or size, as the Hub's .gitattributes), and the remote oid
+        (sha256 for LFS, git blob id otherwise), which the client compares with its own to skip unchanged files."""
+        files = json.loads(req.body or b"{}").get("files", [])
+        out = []
+        for f in files:
+            path, size = f["path"], int(f.get("size", 0))
+            mode = "lfs" if path.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE else "regular"
+            entry = {"path": path, "uploadMode": mode, "shouldIgnore": False}
+            remote = req.commit.files.get(path)
+            if remote is not None:
+                entry["oid"] = hashlib.sha256(remote).hexdigest() if mode == "lfs" else git_blob_oid(remote)
+            out.append(entry)
+        return _json({"files": out, "commitOid": req.commit.sha})
+
+    def _lfs_sig(self, repo: Repo, oid: str, size: int) -> str:
+        return hmac.new(self._secret, f"{repo.repo_type}/{repo.repo_id}/{oid}/{size}".encode(), "sha256").hexdigest()
+
+    def _lfs_batch(self, req: Request) -> Response:
+        """git-lfs batch API: objects the repo already holds get no `actions` (the client skips them)."""
+        form = json.loads(req.body or b"{}")
+        if form.get("operation") != "upload":
+            raise HubError(400, None, "hub_server: only the upload operation is supported")
+        repo, objects, seen = req.repo, [], set()
+        for obj in form.get("objects", []):
+            oid, size = obj["oid"], int(obj["size"])
+            if oid in seen:  # two paths with the same content: one object, one upload
+                continue
+            seen.add(oid)
+            held = repo.lfs_objects.get(oid)
+            if held is not None and len(held) == size:
+                objects.append({"oid": oid, "size": size})
+                continue
+            query = urlencode({"size": size, "sig": self._lfs_sig(repo, oid, size)})
+            upload = f"{self.endpoint}/lfs-upload/{repo.repo_type}s/{repo.repo_id}/{oid}?{query}"
+            verify = f"{self.endpoint}/{_url_prefix(repo)}{repo.repo_id}.git/info/lfs/objects/verify"
+            actions = {"upload": {"href": upload}, "verify": {"href": verify}}
+            objects.append({"oid": oid, "size": size, "authenticated": True, "actions": actions})
+        body = json.dumps({"transfer": "basic", "objects": objects, "hash_algo": "sha256"}).encode()
+        return 200, {"Content-Type": "application/vnd.git-lfs+json"}, body
+
+    def _lfs_put(self, req: Request) -> Response:
+        """The presigned upload URL (an S3 stand-in): no Authorization, a signature in the query instead."""
+        repo = self.repos.get((KINDS[req.params["kind"]], req.params["repo"]))
+        oid, size = req.params["oid"], int(req.query.get("size", ["-1"])[0])
+        if repo is None or not hmac.compare_digest(req.query.get("sig", [""])[0], self._lfs_sig(repo, oid, size)):
+            raise HubError(403, None, "SignatureDoesNotMatch")
+        data = req.body
+        ok = len(data) == size and hashlib.sha256(data).hexdigest() == oid
+        with self._lock:
+            self.lfs_uploads.append(LfsUpload(repo.repo_id, oid, len(data), ok))
+            if ok:
+                repo.lfs_objects[oid] = data
+        if not ok:
+            raise HubError(400, None, f"Uploaded content does not match oid {oid} and size {size}")
+        return 200, {"ETag": f'"{hashlib.md5(data).hexdigest()}"'}, b""
+
+    def _lfs_verify(self, req: Request) -> Response:
+        form = json.loads(req.body or b"{}")
+        held = req.repo.lfs_objects.get(form.get("oid", ""))
+        if held is None or len(held) != form.get("size"):
+            raise HubError(404, None, f"LFS object {form.get('oid')} not found")
+        return _json({"message": "ok"})
+
+    def _xet_token(self, req: Request) -> Response:
+        """A short-lived CAS token; `casUrl=local://DIR` makes hf_xet use DIR as its CAS. Both forms are sent:
+        hf_xet reads the JSON body, huggingface_hub the `X-Xet-*` headers."""
+        exp = int(time.time()) + 3600
+        token = "xet_" + hmac.new(self._secret, f"{req.params['repo']}/{exp}".encode(), "sha256").hexdigest()[:32]
+        cas = f"local://{self.xet_dir}"
+        headers = {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(exp)}
+        return _json({"accessToken": token, "exp": exp, "casUrl": cas}, headers)
+
+    def _commit(self, req: Request) -> Response:
+        """NDJSON commit: a header line, then `file` (base64), `lfsFile` (sha256 of an uploaded object),
+        `deletedFile` and `deletedFolder` lines. `parentCommit` must be the branch head (else 412)."""
+        repo, rev = req.repo, req.params["rev"]
+        if req.query.get("create_pr"):
+            raise HubError(400, None, "hub_server: pull requests are not supported")
+        lines = [json.loads(line) for line in req.body.splitlines() if line.strip()]
+        if not lines or lines[0].get("key") != "header":
+            raise HubError(400, None, "The first line of a commit must be its header")
+        header = lines[0]["value"]
+        files: dict[str, bytes] = {}
+        deleted: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            key, value = line.get("key"), line.get("value", {})
+            if key == "file":
+                content = value.get("content", "")
+                files[value["path"]] = (
+                    base64.b64decode(content) if value.get("encoding") == "base64" else content.encode()
+                )
+            elif key == "lfsFile":
+                data = self._lfs_data(repo, value["oid"])
+                if data is None or ("size" in value and len(data) != value["size"]):
+                    raise HubError(400, None, f"LFS object {value['oid']} of {value['path']} was never uploaded")
+                files[value["path"]] = data
+            elif key in ("deletedFile", "deletedFolder"):
+                deleted.append((key, value["path"].rstrip("/")))
+            else:
+                raise HubError(400, None, f"Unknown commit operation {key!r}")
+        with self._lock:
+            if rev not in repo.refs:
+                raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            head = repo.commits[repo.refs[rev]]
+            parent = header.get("parentCommit")
+            if parent and not head.sha.startswith(parent):
+                raise HubError(412, None, "A commit has happened since. Please refresh and try again.")
+            removed = []
+            for key, path in deleted:
+                hit = [p for p in head.files if p == path or (key == "deletedFolder" and p.startswith(path + "/"))]
+                if not hit:
+                    raise HubError(404, "EntryNotFound", f"A file with this name doesn't exist: {path}")
+                removed += hit
+            sha = repo.commit(rev, files, header.get("summary", ""), tuple(removed), header.get("description", ""))
+        url = f"{self.endpoint}/{_url_prefix(repo)}{repo.repo_id}/commit/{sha}"
+        return _json({"success": True, "commitOid": sha, "commitUrl": url, "hookOutput": "", "pullRequestUrl": None})
+
+    def _lfs_data(self, repo: Repo, oid: str) -> bytes | None:
+        """The bytes of an uploaded object: from the LFS store, else from the xet CAS (recorded as xet)."""
+        if oid in repo.lfs_objects:
+            return repo.lfs_objects[oid]
+        found = xet_files(self.xet_dir).get(oid) if self.xet_dir else None
+        if found is None:
+            return None
+        data = self._xet_read(*found)
+        if hashlib.sha256(data).hexdigest() != oid:
+            raise HubError(500, None, f"hub_server: xet file for {oid} does not match its sha256")
+        with self._lock:
+            repo.lfs_objects[oid], repo.xet_hashes[oid] = data, found[0]
+        return data
+
+    def _xet_read(self, xet_hash: str, size: int) -> bytes:
+        import hf_xet
+
+        if self._xet_session is None:
+            self._xet_session = hf_xet.XetSession()
+        with self._xet_session.new_download_stream_group(
+            endpoint=f"local://{self.xet_dir}", token="hub_server", token_expiry_unix_secs=int(time.time()) + 3600
+        ) as group:
+            return b"".join(group.download_stream(hf_xet.XetFileInfo(xet_hash, size)))
 
     # -- routes ----------------------------------------------------------------------------------------------
 
@@ -321,6 +718,8 @@ class HubServer:
             if is_lfs(path, data):
                 sha256 = hashlib.sha256(data).hexdigest()
                 entry["lfs"] = {"oid": sha256, "size": len(data), "pointerSize": len(lfs_pointer(data))}
+                if sha256 in repo.xet_hashes:
+                    entry["xetHash"] = repo.xet_hashes[sha256]
             entries[path] = entry
             parts = path.split("/")
             for i in range(1, len(parts)):
@@ -388,6 +787,9 @@ class HubServer:
         if is_lfs(path, data):
             sha256 = hashlib.sha256(data).hexdigest()
             headers.update({"ETag": f'"{sha256}"', "X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(data))})
+            if sha256 in req.repo.xet_hashes:  # stored through xet: xet-enabled clients read it with hf_xet
+                refresh = f"{self.endpoint}/api/{req.repo.repo_type}s/{req.repo.repo_id}/xet-read-token/{commit.sha}"
+                headers.update({"X-Xet-Hash": req.repo.xet_hashes[sha256], "Link": f'<{refresh}>; rel="xet-auth"'})
         byte_range = req.headers.get("Range")
         if not byte_range:
             return 200, headers, data
@@ -403,6 +805,45 @@ class HubServer:
             raise HubError(416, None, "Range not satisfiable", {"Content-Range": f"bytes */{size}"})
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return 206, headers, data[start : end + 1]
+
+
+def _short_id(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+
+GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES).encode()
+
+
+def _xet_hash_hex(raw: bytes) -> str:
+    """Xet hashes are four little-endian u64 words, printed word by word."""
+    return "".join(f"{word:016x}" for word in struct.unpack("<4Q", raw))
+
+
+def xet_files(cas_dir: Path) -> dict[str, tuple[str, int]]:
+    """sha256 -> (xet file hash, size) of every file recorded in the MDB shards hf_xet wrote under a local CAS.
+
+    Shard layout (xet-core `mdb_shard`): a 48-byte header, then per file a 48-byte record (file hash, flags u32,
+    entry count u32, 8 spare), its entries (48 bytes: xorb hash, flags, unpacked bytes u32, chunk range), then
+    one 48-byte verification record per entry if flag bit 31, and a 48-byte metadata record (sha256) if bit 30;
+    a record whose hash is all 0xff ends the file section.
+    """
+    out: dict[str, tuple[str, int]] = {}
+    for shard in sorted(Path(cas_dir).rglob("*.mdb")):
+        data = shard.read_bytes()
+        offset = 48
+        with contextlib.suppress(struct.error, IndexError):
+            while offset + 48 <= len(data) and data[offset : offset + 32] != b"\xff" * 32:
+                file_hash = _xet_hash_hex(data[offset : offset + 32])
+                flags, n = struct.unpack_from("<II", data, offset + 32)
+                offset += 48
+                size = sum(struct.unpack_from("<I", data, offset + i * 48 + 36)[0] for i in range(n))
+                offset += 48 * n
+                if flags & 0x80000000:
+                    offset += 48 * n
+                if flags & 0x40000000:
+                    out[_xet_hash_hex(data[offset : offset + 32])] = (file_hash, size)
+                    offset += 48
+    return out
 
 
 def _url_prefix(repo: Repo) -> str:

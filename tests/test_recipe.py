@@ -184,13 +184,6 @@ def test_set_on_a_missing_list_item_is_named(capsys):
     )
 
 
-def test_annotations_this_version_cannot_run_are_refused_with_a_fix(capsys):
-    assert build("--set", "annotations.latents.enabled=true", "--set", "annotations.latents.k=12") == 2
-    err = capsys.readouterr().err
-    assert "annotations latents are enabled, but this version of coord_bench runs only" in err
-    assert "--set annotations.latents.enabled=false" in err
-
-
 def test_recipe_that_is_not_a_mapping(tmp_path, capsys):
     assert build(write(tmp_path, "- just\n- a list\n")) == 2
     assert "expected a mapping at the top level, found list" in capsys.readouterr().err

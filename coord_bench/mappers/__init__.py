@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-AVAILABLE = ("tokens", "embeddings")
-REQUIRES = {"latents": ("embeddings",)}
+AVAILABLE = ("tokens", "embeddings", "latents", "rules", "judge")
+REQUIRES = {"latents": ("embeddings", "tokens"), "rules": ("tokens", "embeddings")}
 
 
 def resolve(names: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Add the layers a requested layer needs (latents need embeddings), in running order."""
+    """Add the layers a requested layer needs (latents need embeddings and tokens), in running order."""
     wanted = dict(names)
     for name in list(wanted):
         for needed in REQUIRES.get(name, ()):
@@ -34,6 +34,20 @@ def build_mappers(annotations: dict[str, dict[str, Any]], out_dir: Path, progres
             mappers.append(TokensMapper(params.get("encoding", "cl100k_base")))
         elif name == "embeddings":
             mappers.append(EmbeddingsMapper(params, progress=progress))
+        elif name == "latents":
+            from coord_bench.mappers.latent_states import LatentsMapper
+
+            embedder = next(m.embedder for m in mappers if isinstance(m, EmbeddingsMapper))
+            mappers.append(LatentsMapper(params, embedder, out_dir))
+        elif name == "rules":
+            from coord_bench.mappers.rules import RulesMapper
+
+            embedder = next(m.embedder for m in mappers if isinstance(m, EmbeddingsMapper))
+            mappers.append(RulesMapper(params, embedder))
+        elif name == "judge":
+            from coord_bench.mappers.judge import JudgeMapper
+
+            mappers.append(JudgeMapper(params, progress=progress))
         else:
             raise ValueError(
                 f"annotation {name!r} is not available in this version (available: {', '.join(AVAILABLE)})"

@@ -103,7 +103,8 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None)  # sentence-transformers >= 6
+        return int((dimension or self.model.get_sentence_embedding_dimension)())
 
     def key(self, text: str) -> str:
         return text_key(self.model_id, text)
@@ -133,8 +134,8 @@ class Embedder:
         tokenizer = self.model.tokenizer
         window = self.model.max_seq_length - 2  # room for [CLS] and [SEP]
         pieces, owners, weights = [], [], []
-        for i, text in enumerate(texts):
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        all_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        for i, (text, ids) in enumerate(zip(texts, all_ids, strict=True)):
             if len(ids) <= window:
                 pieces.append(text)
                 owners.append(i)

@@ -1,7 +1,7 @@
 """Benchmark of the annotation pipeline, run by hand (not a test). It prints ratios, not absolute claims:
 
 1. pipeline embedding throughput over raw ``SentenceTransformer.encode`` throughput on the same unique texts;
-2. a whole build with a cold embedding cache over the same build with the cache warm (texts re-encoded: 0);
+2. a whole build (tokens, embeddings) with a cold embedding cache over the same build with the cache warm;
 3. peak RSS of a build over a large synthetic corpus (default 20,000 conversations), in a subprocess.
 
     .venv/bin/python tests/benchmarks/bench_pipeline.py [--conversations 400] [--big 20000] [--annotate ...]
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=400, help="corpus size for parts 1 and 2")
     parser.add_argument("--words", type=int, default=80, help="words per text (~arena mean of 500 chars)")
     parser.add_argument("--big", type=int, default=20000, help="conversations for the memory part (0: skip)")
-    parser.add_argument("--annotate", default="tokens,embeddings", help="layers for the builds")
+    parser.add_argument("--annotate", default="latents", help="layers of the memory build (part 3)")
     args = parser.parse_args()
     from coord_bench.mappers.embeddings import Embedder
 
@@ -128,8 +128,8 @@ def main() -> None:
             f"ratio {pipeline_rate / raw_rate:.2f} (target >= 0.85) on {len(unique)} unique texts"
         )
 
-        cold_s, cold = build(tmp / "src", tmp / "cold", tmp / "cache2", args.annotate)
-        warm_s, warm = build(tmp / "src", tmp / "warm", tmp / "cache2", args.annotate)
+        cold_s, cold = build(tmp / "src", tmp / "cold", tmp / "cache2", "tokens,embeddings")
+        warm_s, warm = build(tmp / "src", tmp / "warm", tmp / "cache2", "tokens,embeddings")
         encoded_warm = warm["annotations"].get("embeddings", {}).get("texts_encoded")
         print(
             f"2. build cold {cold_s:.1f} s, warm {warm_s:.1f} s: warm is {cold_s / warm_s:.1f}x faster "

@@ -1,0 +1,253 @@
+"""The latent layer: one low-rank recurrent coordinator model fitted on the train split, applied to every turn.
+
+Per turn t of a conversation:
+- input ``u_t`` = the embedding of what drives the turn: the user prompt of that turn (arena), else the task
+  text (DEBATE: the input, dialogue: the setting);
+- observation ``y_t = [mean; half-difference]`` of the embeddings of the turn's non-user messages: their mean,
+  and (first message - last message) / 2 in message order. For the arena's A and B this is an invertible
+  linear map of ``[e(A); e(B)]``, so who said what is kept; for a single message the second half is zero.
+
+The fitted model is written to ``artifacts/latent_model.{npz,json}`` (no pickle) and its hash goes into every
+row, so new conversations can be projected into the same space (``coord-bench build --latent-model``).
+The quality report (``reports/latent_quality.json``) compares the model with baselines on held-out turns and
+probes the native outcomes from token counts, raw-embedding PCA, latents, and latents plus tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coord_bench.mappers.embeddings import Embedder
+
+ARTIFACT = "artifacts/latent_model"
+REPORT = "reports/latent_quality.json"
+
+
+def _drive_texts(record: dict[str, Any]) -> list[str]:
+    """The text that drives each turn (see the module docstring)."""
+    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    task = record["task"]
+    fallback = task["input"] or task["setting"] or task["instruction"] or ""
+    drives = []
+    for turn in record["turns"]:
+        prompts = [m["text"] for m in turn["messages"] if roles.get(m["agent_id"]) == "user"]
+        drives.append(prompts[0] if prompts else fallback)
+    return drives
+
+
+def _output_texts(record: dict[str, Any]) -> list[list[str]]:
+    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    return [
+        [m["text"] for m in turn["messages"] if roles.get(m["agent_id"]) != "user"] or [""] for turn in record["turns"]
+    ]
+
+
+def sequence_of(record: dict[str, Any], embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
+    """(U, Y) of one conversation: T x d inputs and T x 2d observations."""
+    drives = _drive_texts(record)
+    outputs = _output_texts(record)
+    vectors = embedder.vectors(drives + [t for turn in outputs for t in turn])
+    U = vectors[: len(drives)].astype(np.float64)
+    rows, position = [], len(drives)
+    for texts in outputs:
+        block = vectors[position : position + len(texts)].astype(np.float64)
+        position += len(texts)
+        rows.append(np.concatenate([block.mean(axis=0), (block[0] - block[-1]) / 2]))
+    return U, np.stack(rows)
+
+
+def token_features(record: dict[str, Any]) -> np.ndarray:
+    """Token-count features for the probes: sizes in log tokens, balance, and the first-vs-last length gap."""
+    usage = record["annotations"]["token_usage"]
+    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    outputs = [a["n_tokens"] for a in usage["per_agent"] if roles.get(a["agent_id"]) != "user"]
+    gap = math.log1p(outputs[0]) - math.log1p(outputs[-1]) if len(outputs) > 1 else 0.0
+    return np.array(
+        [
+            math.log1p(usage["total_tokens"]),
+            math.log1p(usage["input_tokens"]),
+            math.log1p(usage["output_tokens"]),
+            record["n_turns"],
+            usage["coordination_overhead"] or 0.0,
+            gap,
+        ]
+    )
+
+
+def outcome_targets(record: dict[str, Any]) -> dict[str, Any]:
+    """The native outcomes a probe can predict for this record (absent ones are left out)."""
+    outcome = record["outcome"]
+    targets = {}
+    if outcome["winner"] is not None:
+        targets["arena_winner"] = outcome["winner"]
+    if outcome["answer_correct"] is not None:
+        targets["debate_answer_correct"] = outcome["answer_correct"]
+    if outcome["decision_success"] is not None:
+        targets["debate_decision_success"] = outcome["decision_success"]
+    return targets
+
+
+class LatentsMapper:
+    """Fits (or loads) the latent model in ``prepare`` and fills ``annotations.latents`` in ``apply``."""
+
+    name = "latents"
+
+    def __init__(self, params: dict[str, Any], embedder: Embedder, out_dir: Path):
+        self.params = params
+        self.embedder = embedder
+        self.out_dir = Path(out_dir)
+        self.model = None
+        self.states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.report: dict[str, Any] = {}
+
+    def _new_model(self, seed: int):
+        from coord_bench.mappers.latents import LDSConfig, LinearGaussianSSM, PCAReducedRank
+
+        config = LDSConfig(
+            k=self.params.get("k", 8), r=self.params.get("r"), seed=seed, max_iter=self.params.get("max_iter", 30)
+        )
+        return (PCAReducedRank if self.params.get("method", "lds") == "pca_rrr" else LinearGaussianSSM)(config)
+
+    def prepare(self, corpus) -> None:
+        fit_split = self.params.get("fit_split", "train")
+        ids, sequences, splits, groups, tokens, targets = [], [], [], [], [], []
+        for batch in corpus.batches():
+            for record in batch:
+                ids.append(record["id"])
+                sequences.append(sequence_of(record, self.embedder))
+                splits.append(record["split"])
+                groups.append(record["split_group"])
+                tokens.append(token_features(record) if record["annotations"]["token_usage"] else None)
+                targets.append(outcome_targets(record))
+        train = [s for s, split in zip(sequences, splits, strict=True) if split == fit_split]
+        if self.params.get("model_path"):
+            from coord_bench.mappers.latents import load_model
+
+            self.model = load_model(Path(self.params["model_path"]))
+        else:
+            if not train:
+                raise ValueError(f"the latent model needs {fit_split} records to fit on, and there are none")
+            self.model = self._new_model(self.params.get("seed", 0)).fit(train)
+        self.model_hash = self.model.save(self.out_dir / ARTIFACT)
+        states = self.model.transform_many(sequences)
+        self.states = dict(zip(ids, states, strict=True))
+        held_out = [s for s, split in zip(sequences, splits, strict=True) if split != fit_split]
+        self.report = self._quality(train, held_out, sequences, states, splits, groups, tokens, targets)
+        path = self.out_dir / REPORT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
+
+    def _quality(self, train, held_out, sequences, states, splits, groups, tokens, targets) -> dict[str, Any]:
+        from coord_bench.mappers.latents import quality
+
+        k, seed = self.model.config.k, self.params.get("seed", 0)
+        report: dict[str, Any] = {
+            "method": self.model.method,
+            "model_hash": self.model_hash,
+            "k": k,
+            "train_sequences": len(train),
+            "held_out_sequences": len(held_out),
+        }
+        report["next_turn_r2"] = (
+            quality.next_turn_report(self.model, train, held_out, k, seed)
+            if held_out and train
+            else {"skipped": "no held-out or no train sequences"}
+        )
+        if train and not self.params.get("model_path"):
+            refit = self._new_model(seed + 1).fit(train)
+            report["stability"] = quality.stability_report(self.model, refit)
+        latent_means = np.stack([s[0].mean(axis=0) for s in states])
+        raw_means = np.stack([y.mean(axis=0) for _, y in sequences])
+        train_rows = np.array([s == self.params.get("fit_split", "train") for s in splits])
+        pca = _pca(raw_means, train_rows, k, seed)
+        probes = {}
+        for target in sorted({name for t in targets for name in t}):
+            rows = np.array([target in t for t in targets])
+            y = np.array([str(t[target]) for t in targets if target in t])
+            features = {"raw_embedding_pca": pca[rows], "latents": latent_means[rows]}
+            if all(tokens[i] is not None for i in np.flatnonzero(rows)):
+                token_block = np.stack([tokens[i] for i in np.flatnonzero(rows)])
+                features = {
+                    "tokens": token_block,
+                    **features,
+                    "latents_plus_tokens": np.hstack([latent_means[rows], token_block]),
+                }
+            probes[target] = quality.probe_report(
+                features, y, np.array(groups)[rows], seed, baseline="tokens" if "tokens" in features else None
+            )
+        report["probes"] = probes
+        return report
+
+    def apply(self, batch: list[dict[str, Any]]) -> None:
+        for record in batch:
+            smoothed, filtered = self.states[record["id"]]
+            record["annotations"]["latents"] = {
+                "method": self.model.method,
+                "model_hash": self.model_hash,
+                "k": int(smoothed.shape[1]),
+                "smoothed": smoothed.astype(float).tolist(),
+                "filtered": filtered.astype(float).tolist(),
+            }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.model.method if self.model else None,
+            "model_hash": getattr(self, "model_hash", None),
+            "k": self.model.config.k if self.model else None,
+            "r": self.model.config.r if self.model else None,
+            "seed": self.params.get("seed", 0),
+            "fit_split": self.params.get("fit_split", "train"),
+            "artifact": ARTIFACT,
+            "quality_report": REPORT,
+            "fitted": not self.params.get("model_path"),
+            "quality": self.report,
+        }
+
+
+def _pca(values: np.ndarray, train_rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Raw-embedding PCA of the same size as the latents, fitted on the train rows (all rows if none)."""
+    from sklearn.decomposition import PCA
+
+    fit_on = values[train_rows] if train_rows.sum() > k else values
+    k = min(k, fit_on.shape[0], fit_on.shape[1])
+    return PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed).fit(fit_on).transform(values)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def quality_table(report: dict[str, Any]) -> str:
+    """The latent quality report as a short text table for the terminal."""
+    lines = [
+        f"latent model {report['method']} k={report['k']} ({report['model_hash'][:12]}), "
+        f"fitted on {report['train_sequences']} conversations, {report['held_out_sequences']} held out"
+    ]
+    r2 = report["next_turn_r2"]
+    if "skipped" in r2:
+        lines.append(f"  next-turn R2: skipped ({r2['skipped']})")
+    else:
+        lines.append(
+            "  held-out next-turn R2: "
+            + ", ".join(
+                f"{name} {_fmt(r2.get(name))}"
+                for name in ("model", "pca_rrr", "pca_no_dynamics", "copy_last", "train_mean")
+            )
+        )
+    if "stability" in report:
+        lines.append(f"  stability across seeds: max principal angle {report['stability']['max_angle_deg']:.2f} deg")
+    for target, probe in report["probes"].items():
+        if probe.get("status") == "insufficient data":
+            lines.append(f"  probe {target}: insufficient data ({probe['n_rows']} rows)")
+            continue
+        cells = []
+        for name, result in probe["features"].items():
+            low, high = result["auc_ci"]
+            cells.append(f"{name} AUC {_fmt(result['auc'])} [{_fmt(low)}, {_fmt(high)}]")
+        lines.append(f"  probe {target}: " + "; ".join(cells))
+    return "\n".join(lines)

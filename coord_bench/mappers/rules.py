@@ -1,0 +1,283 @@
+"""Rule-based coordination labels for every conversation: success, efficiency, agreement level, turn events.
+
+Formulas (rules-v1; also in the card):
+
+- **success** (boolean or null):
+  - arena (``pairwise_comparison``): ``winner in {model_a, model_b}`` and
+    ``token_usage.coordination_overhead <= max_token_overhead`` (default 0.5): a decisive human vote on two
+    responses of comparable length. A tie is false; no winner or no overhead (an empty response) is null.
+  - DEBATE (``multi_agent_debate``): ``outcome.answer_correct`` when known, else ``outcome.decision_success``.
+  - dialogue (``multi_character_scene``), a participation heuristic: every character of the source's roster
+    speaks at least once and ``coordination_overhead <= max_token_overhead``; null with fewer than two
+    roster characters or no overhead.
+  - other interactions (mapping recipes): ``answer_correct``, else ``decision_success``, else null.
+- **efficiency** = quality per 1,000 tokens = ``success / (total_tokens / 1000)`` with success as 1 or 0
+  (``token_usage.total_tokens``); null when success or the tokens are unknown.
+- **agreement_level** (full / partial / none / null):
+  - from agreement flags and solutions (DEBATE, and any source with them), on the final turn:
+    ``f`` = share of the turn's non-null ``agreement`` flags that are true; ``s`` = the largest group of the
+    turn's solutions that match each other (``answers_match``: case, spaces, trailing punctuation, option
+    letters) over the number of solutions (needs two or more). full when every available signal is complete
+    (``f == 1``, ``s == 1``); none when every available signal is empty (``f == 0``; no two solutions match);
+    partial otherwise; null when neither signal exists.
+  - from embeddings otherwise (arena, dialogue): the cosine similarity of the sentence embeddings (the
+    embeddings layer's model) of the agents' final messages: arena, response A vs response B of the final
+    turn; with one speaker per turn (dialogue), the last message of each of the last two distinct speakers
+    (the mean over pairs when more agents speak in the final turn). full when
+    ``similarity >= agreement_full_similarity`` (0.85), partial when ``>= agreement_partial_similarity``
+    (0.6), else none; an empty message gives none.
+- **events**, per turn (``turn_index`` = ``turns[].index``):
+  - ``draft``: a message of kind ``draft`` (MALLM drafts);
+  - ``agreement_reached``: every agreement flag of the turn is true, and the previous flagged turn was not;
+  - ``agreement_broken``: the previous flagged turn was fully agreed, this one has a false flag;
+  - ``disagreement``: a false agreement flag (when not already ``agreement_broken``), or, for embedding
+    agreement, two final responses of a turn with similarity below the partial threshold;
+  - ``consensus``: two or more solutions in the turn, all matching, and no false flag; or, for embedding
+    agreement, similarity at or above the full threshold;
+  - ``handoff``: a one-message turn whose speaker differs from the previous message's (dialogue);
+  - ``decision``: on the last turn, when DEBATE ``decision_success`` is true or the arena vote is decisive.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from coord_bench.sources.debate import answers_match
+
+VERSION = "rules-v1"
+DEFAULTS = {"max_token_overhead": 0.5, "agreement_full_similarity": 0.85, "agreement_partial_similarity": 0.6}
+DECISIVE = ("model_a", "model_b")
+
+
+def efficiency(success: bool | None, total_tokens: int | None) -> float | None:
+    """Successes per 1,000 tokens (see the module docstring)."""
+    if success is None or not total_tokens:
+        return None
+    return (1.0 if success else 0.0) / (total_tokens / 1000)
+
+
+def flag_fraction(messages: list[dict[str, Any]]) -> float | None:
+    flags = [m["agreement"] for m in messages if m.get("agreement") is not None]
+    return sum(flags) / len(flags) if flags else None
+
+
+def solution_share(messages: list[dict[str, Any]]) -> tuple[float | None, int]:
+    """(largest matching group / number of solutions, largest group size); (None, 0) with fewer than 2."""
+    solutions = [m["solution"] for m in messages if m.get("solution") and m["solution"].strip()]
+    if len(solutions) < 2:
+        return None, 0
+    largest = max(sum(answers_match(a, b) for b in solutions) for a in solutions)
+    return largest / len(solutions), largest
+
+
+def flag_agreement(messages: list[dict[str, Any]]) -> str | None:
+    """full / partial / none from the agreement flags and solutions of one turn (see the module docstring)."""
+    f = flag_fraction(messages)
+    s, largest = solution_share(messages)
+    if f is None and s is None:
+        return None
+    if (f is None or f == 1) and (s is None or s == 1):
+        return "full"
+    if (f is None or f == 0) and (s is None or largest == 1):
+        return "none"
+    return "partial"
+
+
+def level_from_similarity(similarity: float | None, full: float, partial: float) -> str | None:
+    if similarity is None:
+        return None
+    return "full" if similarity >= full else "partial" if similarity >= partial else "none"
+
+
+def _has_flags(record: dict[str, Any]) -> bool:
+    return any(
+        m.get("agreement") is not None or (m.get("solution") or "").strip()
+        for t in record["turns"]
+        for m in t["messages"]
+    )
+
+
+def _roles(record: dict[str, Any]) -> dict[str, str]:
+    return {a["agent_id"]: a["role"] for a in record["agents"]}
+
+
+def final_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages whose embeddings decide agreement: the last message of each non-user agent of the final
+    turn when two or more speak there, else the last message of each of the last two distinct speakers."""
+    roles = _roles(record)
+    last_turn = [m for m in record["turns"][-1]["messages"] if roles.get(m["agent_id"]) != "user"]
+    by_agent: dict[str, dict[str, Any]] = {}
+    for m in last_turn:
+        by_agent[m["agent_id"]] = m
+    if len(by_agent) >= 2:
+        return list(by_agent.values())
+    picked: dict[str, dict[str, Any]] = {}
+    for turn in reversed(record["turns"]):
+        for m in reversed(turn["messages"]):
+            if roles.get(m["agent_id"]) != "user" and m["agent_id"] not in picked:
+                picked[m["agent_id"]] = m
+            if len(picked) == 2:
+                return list(picked.values())[::-1]
+    return list(picked.values())
+
+
+def turn_pairs(record: dict[str, Any]) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Per turn, the last message of each non-user agent, where two or more agents speak in that turn."""
+    roles = _roles(record)
+    out = []
+    for turn in record["turns"]:
+        by_agent: dict[str, dict[str, Any]] = {}
+        for m in turn["messages"]:
+            if roles.get(m["agent_id"]) != "user":
+                by_agent[m["agent_id"]] = m
+        if len(by_agent) >= 2:
+            out.append((turn["index"], list(by_agent.values())))
+    return out
+
+
+def mean_similarity(messages: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> float | None:
+    """Mean pairwise cosine similarity of the messages' embeddings; 0 when a message is empty."""
+    if len(messages) < 2:
+        return None
+    texts = [m["text"] for m in messages]
+    if all(not t.strip() for t in texts):
+        return None
+    sims = []
+    for a, b in combinations(texts, 2):
+        if not a.strip() or not b.strip():
+            sims.append(0.0)
+            continue
+        va, vb = vectors[a], vectors[b]
+        sims.append(float(np.dot(va, vb) / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12)))
+    return float(np.mean(sims))
+
+
+class RulesMapper:
+    """Fills ``annotations.coordination.rules`` for every record (needs the tokens and embeddings layers)."""
+
+    name = "rules"
+
+    def __init__(self, params: dict[str, Any], embedder: Any):
+        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
+        if self.params["agreement_partial_similarity"] > self.params["agreement_full_similarity"]:
+            raise ValueError("annotations.rules: agreement_partial_similarity must be <= agreement_full_similarity")
+        self.embedder = embedder
+        self.labelled: dict[str, tuple[str, str]] = {}  # id -> (success, agreement level): apply may run twice
+
+    def prepare(self, corpus) -> None:
+        """Rules need no corpus pass: the embeddings layer has already encoded every message."""
+
+    def apply(self, batch: list[dict[str, Any]]) -> None:
+        texts: set[str] = set()
+        for record in batch:
+            if not _has_flags(record):
+                texts.update(m["text"] for m in final_messages(record) if m["text"].strip())
+                for _, messages in turn_pairs(record):
+                    texts.update(m["text"] for m in messages if m["text"].strip())
+        ordered = sorted(texts)
+        vectors = dict(zip(ordered, self.embedder.vectors(ordered), strict=True)) if ordered else {}
+        for record in batch:
+            rules = self.label(record, vectors)
+            annotations = record["annotations"]
+            coordination = annotations.get("coordination") or {"rules": None, "judges": [], "consensus": None}
+            coordination["rules"] = rules
+            annotations["coordination"] = coordination
+            self.labelled[record["id"]] = (str(rules["success"]).lower(), str(rules["agreement_level"]).lower())
+
+    def label(self, record: dict[str, Any], vectors: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The rules object of one record (``vectors``: text -> embedding, for the embedding-based agreement)."""
+        p = self.params
+        usage = (record.get("annotations") or {}).get("token_usage") or {}
+        success = self.success(record, usage)
+        flagged = _has_flags(record)
+        similarity = fraction = None
+        if flagged:
+            final = record["turns"][-1]["messages"]
+            level = flag_agreement(final)
+            fraction = flag_fraction(final)
+        else:
+            similarity = mean_similarity(final_messages(record), vectors)
+            level = level_from_similarity(similarity, p["agreement_full_similarity"], p["agreement_partial_similarity"])
+        return {
+            "version": VERSION,
+            "success": success,
+            "efficiency": efficiency(success, usage.get("total_tokens")),
+            "agreement_level": level,
+            "final_similarity": similarity,
+            "final_agreement_fraction": fraction,
+            "events": self.events(record, vectors, flagged),
+        }
+
+    def success(self, record: dict[str, Any], usage: dict[str, Any]) -> bool | None:
+        kind = record["protocol"]["interaction"]
+        outcome = record["outcome"]
+        overhead = usage.get("coordination_overhead")
+        if kind == "pairwise_comparison":
+            if outcome["winner"] is None:
+                return None
+            if outcome["winner"] not in DECISIVE:
+                return False
+            return None if overhead is None else overhead <= self.params["max_token_overhead"]
+        if kind == "multi_character_scene":
+            roster = {a["agent_id"] for a in record["agents"] if a["in_source_roster"]}
+            if len(roster) < 2 or overhead is None:
+                return None
+            spoke = {m["agent_id"] for t in record["turns"] for m in t["messages"]}
+            return roster <= spoke and overhead <= self.params["max_token_overhead"]
+        if outcome["answer_correct"] is not None:
+            return outcome["answer_correct"]
+        return outcome["decision_success"]
+
+    def events(self, record: dict[str, Any], vectors: dict[str, np.ndarray], flagged: bool) -> list[dict[str, Any]]:
+        p = self.params
+        events: list[tuple[int, str]] = []
+        previous_fraction: float | None = None
+        previous_speaker: str | None = None
+        for turn in record["turns"]:
+            index, messages = turn["index"], turn["messages"]
+            if any(m["kind"] == "draft" for m in messages):
+                events.append((index, "draft"))
+            if flagged:
+                f = flag_fraction(messages)
+                if f is not None:
+                    if f == 1 and (previous_fraction is None or previous_fraction < 1):
+                        events.append((index, "agreement_reached"))
+                    elif f < 1 and previous_fraction == 1:
+                        events.append((index, "agreement_broken"))
+                    elif f < 1:
+                        events.append((index, "disagreement"))
+                    previous_fraction = f
+                share, _ = solution_share(messages)
+                if share == 1 and (f is None or f == 1):
+                    events.append((index, "consensus"))
+            if len(messages) == 1 and previous_speaker is not None and messages[0]["agent_id"] != previous_speaker:
+                events.append((index, "handoff"))
+            previous_speaker = messages[-1]["agent_id"]
+        if not flagged:
+            for index, messages in turn_pairs(record):
+                similarity = mean_similarity(messages, vectors)
+                if similarity is None:
+                    continue
+                if similarity >= p["agreement_full_similarity"]:
+                    events.append((index, "consensus"))
+                elif similarity < p["agreement_partial_similarity"]:
+                    events.append((index, "disagreement"))
+        outcome = record["outcome"]
+        if outcome["decision_success"] is True or outcome["winner"] in DECISIVE:
+            events.append((record["turns"][-1]["index"], "decision"))
+        order = {index: i for i, index in enumerate(t["index"] for t in record["turns"])}
+        events.sort(key=lambda e: order.get(e[0], 0))  # stable: per turn, in the order found
+        return [{"turn_index": index, "event": event} for index, event in events]
+
+    def describe(self) -> dict[str, Any]:
+        """Version, parameters and label counts; the formulas are this module's docstring (the card shows it)."""
+        return {
+            "version": VERSION,
+            "parameters": self.params,
+            "success": dict(sorted(Counter(s for s, _ in self.labelled.values()).items())),
+            "agreement_level": dict(sorted(Counter(a for _, a in self.labelled.values()).items())),
+        }

@@ -1,0 +1,82 @@
+"""The latent layer inside a build: one model fitted on train, applied to every turn, saved, reused, reported."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from coord_bench.cli import main
+from coord_bench.mappers.latents import load_model
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COORD_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def build(out, *args):
+    assert main(["build", "--no-progress", "--out", str(out), "--annotate", "latents", *args]) == 0
+    return json.loads((out / "build_manifest.json").read_text())
+
+
+def records(out):
+    return {r["id"]: r for p in sorted((out / "all").glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("latents") / "out"
+    return out, build(out)
+
+
+def test_every_turn_gets_smoothed_and_filtered_states(fitted, capsys):
+    out, manifest = fitted
+    model = load_model(out / "artifacts" / "latent_model")
+    info = manifest["annotations"]["latents"]
+    assert info["fitted"] is True and info["model_hash"] == model.model_hash
+    for record in records(out).values():
+        latents = record["annotations"]["latents"]
+        assert latents["k"] == 8 and latents["model_hash"] == model.model_hash and latents["method"] == "lds-em"
+        assert np.array(latents["smoothed"]).shape == np.array(latents["filtered"]).shape == (record["n_turns"], 8)
+        # the last filtered state uses every turn, as the smoothed one does
+        np.testing.assert_allclose(latents["smoothed"][-1], latents["filtered"][-1], atol=1e-6)
+    assert main(["validate", str(out)]) == 0
+
+
+def test_quality_report_compares_with_baselines_and_probes(fitted):
+    out, _ = fitted
+    report = json.loads((out / "reports" / "latent_quality.json").read_text())
+    assert set(report["next_turn_r2"]) >= {"model", "train_mean", "copy_last", "pca_no_dynamics"}
+    assert report["stability"]["max_angle_deg"] >= 0
+    assert set(report["probes"]) == {"arena_winner", "debate_answer_correct", "debate_decision_success"}
+    assert report["train_sequences"] + report["held_out_sequences"] == len(records(out))
+
+
+def test_set_overrides_reach_the_latent_model(tmp_path, cache):
+    manifest = build(
+        tmp_path / "k12", "--set", "annotations.latents.k=12", "--set", "annotations.latents.method=pca_rrr"
+    )
+    assert manifest["annotations"]["latents"]["params"]["k"] == 12
+    for record in records(tmp_path / "k12").values():
+        assert record["annotations"]["latents"]["k"] == 12
+        assert record["annotations"]["latents"]["method"] == "pca-rrr"
+        assert len(record["annotations"]["latents"]["smoothed"][0]) == 12
+
+
+def test_a_saved_model_is_applied_without_refitting(fitted, tmp_path, cache):
+    out, manifest = fitted
+    reused = build(tmp_path / "reuse", "--latent-model", str(out / "artifacts" / "latent_model"))
+    assert reused["annotations"]["latents"]["fitted"] is False
+    assert reused["annotations"]["latents"]["model_hash"] == manifest["annotations"]["latents"]["model_hash"]
+    first, second = records(out), records(tmp_path / "reuse")
+    for record_id, record in first.items():
+        assert second[record_id]["annotations"]["latents"] == record["annotations"]["latents"]
+
+
+def test_refits_with_the_same_seed_are_identical(fitted, tmp_path, cache):
+    out, manifest = fitted
+    again = build(tmp_path / "again")
+    assert again["annotations"]["latents"]["model_hash"] == manifest["annotations"]["latents"]["model_hash"]

@@ -1,0 +1,379 @@
+"""`coord-bench report`: the HTML report of a build, its PNG figures, the card's figure links, and a real browser.
+
+How the browser check works (Debian's `chromium`, installed by `.ci/run`; the flags `--headless --no-sandbox
+--disable-gpu --disable-background-networking`, each run with its own throwaway `--user-data-dir`):
+
+1. The report page itself, untouched, is rendered once with `--screenshot --window-size=1200,3000` and
+   `--enable-logging=stderr --v=0`: Chromium writes every console message of the page to stderr as a
+   `:CONSOLE` line. The page has no script, so any such line fails the test. The screenshot must be a
+   1200x3000 PNG that is not blank.
+2. Console lines on stderr do not include failed image loads, and stderr cannot say whether an image decoded.
+   So a copy of the report folder gets a probe: a copy of `index.html` with one inline `<script>` first in
+   `<head>` that records `window.onerror`, resource `error` events (capture phase: broken `<img>`),
+   unhandled rejections and `console.error` calls, and on `window.onload` writes
+   `{"imgs": [[src, complete, naturalWidth], ...], "errors": [...]}` into `document.title`. Chromium's
+   `--dump-dom` (with `--virtual-time-budget`, so loading finishes first) prints the DOM after load; the test
+   reads the title back. Every `<img>` must have naturalWidth > 0 and the error list must be empty. Only the
+   copy has the script; the report stays script-free. No extra Python package and no DevTools socket.
+
+`test_a_broken_image_fails_the_browser_check` proves the probe catches a broken image by pointing an `<img>`
+of a throwaway copy at a missing file.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+import re
+import shutil
+import struct
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from coord_bench.cli import main
+from coord_bench.dataset_dir import iter_rows, read_manifest, shard_files
+from coord_bench.report import FIGURES_FILE, card_figures, estimates
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+PROBE = """<script>
+(function () {
+  var errors = [];
+  window.addEventListener("error", function (e) {
+    var t = e.target;
+    errors.push(t && t !== window && t.src ? "failed to load " + t.getAttribute("src") : String(e.message));
+  }, true);
+  window.addEventListener("unhandledrejection", function (e) { errors.push("unhandled rejection: " + e.reason); });
+  var consoleError = console.error;
+  console.error = function () {
+    errors.push("console.error: " + Array.prototype.join.call(arguments, " "));
+    return consoleError.apply(console, arguments);
+  };
+  window.addEventListener("load", function () {
+    var imgs = Array.prototype.map.call(document.images, function (i) {
+      return [i.getAttribute("src"), i.complete, i.naturalWidth];
+    });
+    document.title = JSON.stringify({imgs: imgs, errors: errors});
+  });
+})();
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The embedded default built with token counts, then `coord-bench report` on it (timed)."""
+    out = tmp_path_factory.mktemp("report") / "coord_bench"
+    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "tokens"]) == 0
+    start = time.perf_counter()
+    assert main(["report", str(out)]) == 0
+    seconds = time.perf_counter() - start
+    print(f"coord-bench report on the embedded default: {seconds:.2f} s")
+    return out
+
+
+class _Page(HTMLParser):
+    """The <img> sources and the tables (rows of cell texts) of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def browser_probe(report_dir: Path, work: Path, mutate=None) -> dict:
+    """Load a probed copy of ``report_dir/index.html`` in Chromium; return {"imgs": [...], "errors": [...]}."""
+    copy = work / "probe"
+    shutil.copytree(report_dir, copy)
+    page = (copy / "index.html").read_text(encoding="utf-8")
+    if mutate:
+        page = mutate(page)
+    (copy / "probe.html").write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    result = chromium(
+        work / "profile-probe", "--virtual-time-budget=10000", "--dump-dom", (copy / "probe.html").as_uri()
+    )
+    match = re.search(r"<title>(.*?)</title>", result.stdout, re.S)
+    assert match, f"no DOM from chromium (rc {result.returncode}): {result.stderr[-2000:]}"
+    try:
+        return json.loads(html.unescape(match.group(1)))
+    except ValueError:
+        raise AssertionError(f"the page's load event never ran; title is {match.group(1)!r}") from None
+
+
+def test_report_figures_exist_and_the_counts_match_the_manifest(built):
+    manifest = read_manifest(built)
+    index = built / "report" / "index.html"
+    page = parse(index)
+    listed = json.loads((built / "report" / FIGURES_FILE).read_text())
+    assert page.imgs == [f["file"] for f in listed["figures"]]
+    # the embedded default with token counts has these; annotations it lacks are explained, not drawn
+    assert {"turns.png", "agents.png", "tokens_per_message.png", "arena_winner.png", "debate_outcomes.png"} <= set(
+        page.imgs
+    )
+    for src in page.imgs:
+        path = index.parent / src
+        width, height = png_size(path)
+        assert width >= 300 and height >= 200 and path.stat().st_size > 5_000, src
+    text = index.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    for line in listed["not_drawn"]:
+        assert html.escape(line) in text
+    assert any("latent_quality.json is absent" in line for line in listed["not_drawn"])
+    assert any(line.startswith("Latent trajectories") for line in listed["not_drawn"])
+    assert "latent_trajectories.png" not in page.imgs and "coordination_labels.png" not in page.imgs
+    # the counts table shows the manifest's numbers
+    splits = list(manifest["split_method"]["ratios"])
+    sources_table, configs_table = page.tables
+    rows = {row[0]: row for row in sources_table}
+    for name, s in manifest["sources"].items():
+        expected = [name, s["read"], s["normalized"], s["rejected"], s["filtered"], *[s["splits"][x] for x in splits]]
+        assert rows[name][: len(expected)] == [str(v) for v in expected]
+    totals = manifest["totals"]
+    assert rows["total"][1:5] == [str(totals[k]) for k in ("read", "normalized", "rejected", "filtered")]
+    configs = {row[0]: row for row in configs_table}
+    for name, c in manifest["configs"].items():
+        assert configs[name][2:] == [str(c["splits"][x]) for x in splits] + [str(c["num_rows"])]
+    # captions carry numbers from the data: the arena votes add up to the arena's normalized records
+    arena = next(f for f in listed["figures"] if f["file"] == "arena_winner.png")["caption"]
+    votes = sum(int(n) for n in re.findall(r"(?:model_a|model_b|tie|tie \(bothbad\)|no vote) (\d+)", arena))
+    assert votes == manifest["sources"]["chatbot_arena"]["normalized"]
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(built, tmp_path):
+    report_dir = built / "report"
+    n_figures = len(json.loads((report_dir / FIGURES_FILE).read_text())["figures"])
+    shot = tmp_path / "report.png"
+    result = chromium(
+        tmp_path / "profile-shot",
+        f"--screenshot={shot}",
+        "--window-size=1200,3000",
+        "--enable-logging=stderr",
+        "--v=0",
+        (report_dir / "index.html").as_uri(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console
+    assert png_size(shot) == (1200, 3000)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert (pixels.min(axis=2) < 0.9).mean() > 0.02, "the screenshot is (almost) blank"
+
+    probe = browser_probe(report_dir, tmp_path)
+    assert len(probe["imgs"]) == n_figures > 0
+    broken = [src for src, complete, width in probe["imgs"] if not complete or width <= 0]
+    assert broken == [], broken
+    assert probe["errors"] == []
+
+
+@needs_chromium
+def test_a_broken_image_fails_the_browser_check(built, tmp_path):
+    probe = browser_probe(
+        built / "report", tmp_path, mutate=lambda page: page.replace('src="turns.png"', 'src="no_such_figure.png"', 1)
+    )
+    widths = {src: width for src, _, width in probe["imgs"]}
+    assert widths["no_such_figure.png"] == 0
+    assert all(width > 0 for src, width in widths.items() if src != "no_such_figure.png")
+    assert probe["errors"] == ["failed to load no_such_figure.png"]
+
+
+def _annotated_copy(built: Path, dest: Path) -> Path:
+    """A copy of the build whose `all` config has latents and coordination labels (synthetic, deterministic)."""
+    from coord_bench.schema import features
+
+    shutil.copytree(built, dest)
+    shutil.rmtree(dest / "report")
+    rng = random.Random(7)
+    rows = [row for path in shard_files(dest, "all") for row in iter_rows(path)]
+    for i, row in enumerate(rows):
+        drift = rng.choice([-1.0, 1.0])
+        row["annotations"]["latents"] = {
+            "method": "lds",
+            "model_hash": "0" * 64,
+            "k": 3,
+            "smoothed": [[drift * t + rng.random(), t * 0.5 + rng.random(), 0.0] for t in range(row["n_turns"])],
+            "filtered": [[0.0, 0.0, 0.0] for _ in range(row["n_turns"])],
+        }
+        levels = ["full", "partial", "none"]
+        judge = {
+            "prompt_version": "v1",
+            "schema_version": "1",
+            "reason": None,
+            "success_score": 0.5,
+            "efficiency_score": 0.5,
+            "rationale": "r",
+            "cached": False,
+            "cost_usd": 0.0,
+        }
+        row["annotations"]["coordination"] = {
+            "rules": {
+                "version": "1",
+                "success": i % 2 == 0,
+                "efficiency": 0.5,
+                "agreement_level": levels[i % 3],
+                "events": [],
+            },
+            "judges": [
+                {**judge, "model": "judge-a", "status": "ok", "agreement_level": levels[i % 3]},
+                {
+                    **judge,
+                    "model": "judge-b",
+                    "status": "ok" if i % 4 else "not_sampled",
+                    "agreement_level": levels[(i // 2) % 3] if i % 4 else None,
+                },
+            ],
+            "consensus": {"agreement_level": levels[i % 3]},  # other consensus fields: null
+        }
+    for path in shard_files(dest, "all"):
+        path.unlink()
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=features().arrow_schema), dest / "all" / "train-00000-of-00001.parquet"
+    )
+    quality = {
+        "method": "lds",
+        "k": 3,
+        "train_sequences": 18,
+        "held_out_sequences": 5,
+        "next_turn_r2": {
+            "latent": {"r2": 0.42, "ci": [0.31, 0.50]},
+            "baselines": {
+                "train_mean": {"r2": -0.01, "ci": [-0.05, 0.02]},
+                "copy_last": {"r2": 0.20, "ci_low": 0.1, "ci_high": 0.3},
+                "pca_no_dynamics": {"r2": 0.12},
+            },
+        },
+        "probes": {
+            "arena_winner": {
+                "tokens": {"auc": 0.61, "auc_ci": [0.5, 0.7], "log_loss": 0.69},
+                "latents": {"auc": {"mean": 0.66, "low": 0.55, "high": 0.77}},
+            },
+            "debate_answer_correct": {"skipped": "one class in the held-out folds"},
+        },
+    }
+    (dest / "reports").mkdir()
+    (dest / "reports" / "latent_quality.json").write_text(json.dumps(quality))
+    return dest
+
+
+def test_annotation_figures_are_drawn_when_their_data_exists(built, tmp_path, capsys):
+    folder = _annotated_copy(built, tmp_path / "annotated")
+    assert main(["report", str(folder)]) == 0
+    listed = json.loads((folder / "report" / FIGURES_FILE).read_text())
+    files = [f["file"] for f in listed["figures"]]
+    for name in (
+        "coordination_labels.png",
+        "judge_agreement.png",
+        "latent_trajectories.png",
+        "latent_next_turn_r2.png",
+        "latent_probe_auc.png",
+    ):
+        assert name in files
+        png_size(folder / "report" / name)
+    labels = next(f for f in listed["figures"] if f["file"] == "coordination_labels.png")["caption"]
+    for name, source in read_manifest(folder)["sources"].items():  # every row has one label of each judge
+        part = labels.split(f"{name}: rules on ")[1].split(";")[0:3]
+        assert part[0].startswith(f"{source['normalized']} conversations")
+        assert part[1].strip() == f"judge statuses judge-a: ok {source['normalized']}"
+        assert sum(int(n) for n in re.findall(r"\d+", part[2])) == source["normalized"]
+    r2 = next(f for f in listed["figures"] if f["file"] == "latent_next_turn_r2.png")
+    assert "4 of 4 estimates" not in r2["caption"] and "3 of 4 estimates have one" in r2["caption"]
+    assert any("debate_answer_correct (one class in the held-out folds)" in line for line in listed["not_drawn"])
+    # the card links the figures repo-relatively
+    from coord_bench.card import render_card
+
+    card = render_card(read_manifest(folder), "me/coord_bench", folder)
+    links = re.findall(r"!\[[^\]]*\]\((report/[^)]+\.png)\)", card)
+    assert links == [f"report/{name}" for name in files]
+    assert card_figures(folder) in card and "${" not in card
+    assert "## Figures" not in render_card(read_manifest(built), "me/coord_bench")
+
+
+def test_card_has_no_figures_section_without_a_report(tmp_path):
+    assert card_figures(tmp_path) == ""
+
+
+@pytest.mark.parametrize(
+    ("section", "metric", "leaves", "expected"),
+    [
+        (
+            {"latent": {"r2": 0.4, "ci": [0.3, 0.5]}, "baselines": {"mean": {"r2": 0.0}}},
+            "r2",
+            True,
+            [("latent", 0.4, 0.3, 0.5), ("baselines / mean", 0.0, None, None)],
+        ),
+        (
+            {"latent": 0.4, "copy_last": 0.1, "n_test": 50},
+            "r2",
+            True,
+            [("latent", 0.4, None, None), ("copy_last", 0.1, None, None)],
+        ),
+        ([{"model": "latent", "r2": 0.4, "r2_low": 0.3, "r2_high": 0.5}], "r2", True, [("latent", 0.4, 0.3, 0.5)]),
+        (
+            {"latents": {"log_loss": 0.6, "auc": 0.7, "auc_interval": {"low": 0.6, "high": 0.8}, "n": 40}},
+            "auc",
+            False,
+            [("latents", 0.7, 0.6, 0.8)],
+        ),
+        ({"tokens": {"auc": {"value": 0.55, "ci95": [0.5, 0.6]}}}, "auc", False, [("tokens", 0.55, 0.5, 0.6)]),
+        ({"tokens": {"log_loss": 0.6}}, "auc", False, []),
+        ({"skipped": "no held-out sequences"}, "r2", True, []),
+    ],
+)
+def test_latent_quality_reader_is_tolerant(section, metric, leaves, expected):
+    found = [(e.label, e.value, e.low, e.high) for e in estimates(section, metric, leaves=leaves)]
+    assert found == expected
