@@ -1,7 +1,9 @@
 """The build: read every source, normalize or reject each record, write Parquet per config, the card and the manifest.
 
-Records stream from the source files through the adapter and the schema check straight into the shard
-writers, so memory stays bounded by a batch. Every record read ends up counted as normalized or rejected.
+Records stream from the source files through the adapter and the schema check into a staged copy on disk,
+then through the annotation mappers into the shard writers, a batch at a time; only corpus-level state (the
+ids seen, the latent model's training sequences, small per-record features) grows with the corpus. Every
+record read ends up counted as normalized, rejected or filtered.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from coord_bench.writer import ConfigWriters
 DEFAULT_CONFIG = "all"
 MANIFEST_FILE = "build_manifest.json"
 REJECTS_FILE = "rejects.jsonl"
+BUILD_FOLDERS = ("artifacts", "reports", "report", ".staging")  # written by a build or its report; replaced on rebuild
 MAX_RAW_IN_REJECTS = 64 * 1024  # larger raw records are referenced by file and index instead of copied
 
 
@@ -65,6 +68,12 @@ class BuildPlan:
             unknown = sorted(set(members) - set(names))
             if unknown:
                 raise BuildError(f"config '{config}' names unknown sources {unknown}; sources are {names}")
+        orphans = sorted(set(names) - {s for members in self.configs.values() for s in members})
+        if orphans:
+            raise BuildError(f"sources {orphans} are in no config, so their records would be written nowhere; "
+                             "add them to a config or drop them")
+        if sum(self.split_ratios.values()) <= 0:
+            raise BuildError(f"split ratios must add up to more than 0, got {self.split_ratios}")
 
 
 def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
@@ -152,7 +161,12 @@ def _normalize_into(
                     record = adapter.normalize(raw)
                     _check(record, seen_ids)
                 except Reject as reject:
-                    _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(spec, raw), reject)
+                    _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(raw), reject)
+                    continue
+                except Exception as err:  # an input shape no adapter check foresaw: still one reject, not a crash
+                    reject = Reject(f"the {spec.adapter} adapter could not read this record: "
+                                    f"{type(err).__name__}: {err}", kind="adapter_error")
+                    _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(raw), reject)
                     continue
                 seen_ids[record["id"]] = raw.locator
                 reason = filter_reason(record, filters)
@@ -204,19 +218,21 @@ def _prepare_out_dir(out_dir: Path, configs: dict[str, list[str]]) -> Path:
                 f"{out_dir} exists and is not a coord_bench build (no {MANIFEST_FILE}); choose an empty or new folder"
             )
         old = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-        for config in set(old.get("configs", {})) | set(configs):
-            shutil.rmtree(out_dir / config, ignore_errors=True)
+        for folder in set(old.get("configs", {})) | set(configs) | set(BUILD_FOLDERS):
+            shutil.rmtree(out_dir / folder, ignore_errors=True)
+        for name in (MANIFEST_FILE, REJECTS_FILE, "README.md"):  # a crashed rebuild must not look finished
+            (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
 
-def _raw_payload(spec: SourceSpec, raw: RawRecord) -> dict[str, Any]:
+def _raw_payload(raw: RawRecord) -> dict[str, Any]:
     """The raw record itself when small, else a pointer to it (DEBATE rows are megabytes)."""
     value = None if isinstance(raw.value, ReadFailure) else raw.value
     text = json.dumps(value, ensure_ascii=False, default=str)
     if value is not None and len(text) <= MAX_RAW_IN_REJECTS:
         return {"raw": value}
-    return {"raw_pointer": f"{spec.root / raw.file}#{raw.index}"}
+    return {"raw_pointer": f"{raw.file}#{raw.index}"}  # relative to the source's folder: no local paths leak
 
 
 def _sha256(path: Path) -> str:

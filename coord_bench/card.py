@@ -67,7 +67,7 @@ def _field_map(adapters: list[str]) -> str:
         rows += [[f"`{k}`", "extras", v] for k, v in cls.KEPT_IN_EXTRAS.items()]
         rows += [[f"`{k}`", "dropped", v] for k, v in cls.DROPPED.items()]
         parts.append(
-            f"### {name} ({cls.hub_repo_id})\n\n"
+            f"### {name} ({cls.hub_repo_id or cls.SUMMARY})\n\n"
             + _table(["source field", "goes to", "how / why"], rows)
             + "\n\nAny other field of a record is kept in `extras` (a JSON object)."
         )
@@ -219,6 +219,12 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = N
     metadata = {**template.data.to_dict(), **card_metadata(manifest)}
     sources = manifest["sources"]
     adapters = sorted({s["adapter"] for s in sources.values()})
+    source_adapters = {name: s["adapter"] for name, s in sources.items()}
+    metadata["license_details"] = (
+        "Each row keeps the license of its source (column provenance.source_license): "
+        + "; ".join(f"{name} ({s['dataset']}): {s['license']}" for name, s in sources.items())
+        + ". The annotations added by coord_bench are Apache-2.0."
+    )
     body = string.Template(template.text).substitute(
         builder_version=manifest["coord_bench_version"],
         schema_version=manifest["schema_version"],
@@ -234,9 +240,10 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = N
             ],
         ),
         sources_table=_table(
-            ["source", "adapter", "read from", "revision", "read", "normalized", "rejected"],
+            ["source", "adapter", "read from", "revision", "read", "normalized", "rejected", "filtered"],
             [
-                [name, s["adapter"], s["dataset"], s["revision"] or "-", s["read"], s["normalized"], s["rejected"]]
+                [name, s["adapter"], s["dataset"], s["revision"] or "-", s["read"], s["normalized"], s["rejected"],
+                 s["filtered"]]
                 for name, s in sources.items()
             ],
         ),
@@ -248,6 +255,11 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = N
         field_map=_field_map(adapters),
         recipe_block=_recipe_block(manifest),
         annotations_section=_annotations_section(manifest),
+        source_summary="; ".join(f"{adapter_class(a).SUMMARY} as `{n}`" for n, a in source_adapters.items()),
+        source_notes="\n".join(f"- **{n}** ({sources[n]['dataset']}): " + "; ".join(adapter_class(a).CAVEATS) + "."
+                                for n, a in source_adapters.items()),
+        group_keys="\n".join(f"- **{n}**: {adapter_class(a).GROUP_KEY}" for n, a in source_adapters.items()),
+        source_limitations="\n".join(f"- {n}: {adapter_class(a).CAVEATS[-1]}." for n, a in source_adapters.items()),
         figures=card_figures(out_dir) if out_dir is not None else "",
     )
     import yaml

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
 from coord_bench import __version__
-from coord_bench.sources import UnknownSourceError, adapter_class
-
-ANNOTATION_NAMES = ("tokens", "embeddings", "latents", "rules", "judge")
+from coord_bench.export import FORMATS
+from coord_bench.mappers import AVAILABLE as ANNOTATION_NAMES
+from coord_bench.sources import adapter_class
 
 
 class UsageError(ValueError):
@@ -316,7 +317,7 @@ def parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export the arena config to another layout")
     export.add_argument("dir")
-    export.add_argument("--format", choices=["seed-json"], required=True)
+    export.add_argument("--format", choices=FORMATS, required=True)
     export.add_argument("--out", required=True)
     export.add_argument("--config", default="chatbot_arena", help="config to export (default chatbot_arena)")
     export.set_defaults(func=cmd_export)
@@ -371,23 +372,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; expected failures print one clear line and exit 2, never a traceback."""
     from coord_bench.build import BuildError
-    from coord_bench.dataset_dir import NotABuildError
     from coord_bench.locate import SourceLocationError
     from coord_bench.publish import PushError
 
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (
-        UsageError,
-        UnknownSourceError,
-        SourceLocationError,
-        BuildError,
-        NotABuildError,
-        PushError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
+    except (SourceLocationError, BuildError, PushError, OSError, ValueError, sqlite3.Error) as err:
+        # ValueError covers UsageError, RecipeError and UnknownSourceError; OSError covers missing files
+        # and NotABuildError
         print(f"coord-bench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -21,7 +21,9 @@ How:
   again (the LFS batch API answers them without an upload action; with xet, chunks already in the CAS are
   deduplicated), and only the commit is left to make.
 - The token comes from the ``token`` argument, else ``HF_TOKEN``, else the stored login (``hf auth login``).
-  It is never printed, logged or written to a file: the files to upload are even checked not to contain it.
+  It is never printed, logged or written to a file: the files to upload are even checked not to contain it,
+  nor the judge's API key (the value of the environment variable the manifest's ``annotations.judge``
+  names in ``api_key_env``, default ``OPENROUTER_API_KEY``, when it is set).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -42,10 +45,12 @@ from coord_bench.build import MANIFEST_FILE, REJECTS_FILE
 from coord_bench.card import CARD_FILE, render_card
 from coord_bench.dataset_dir import read_manifest
 from coord_bench.validate import validation_errors
+from coord_bench.writer import parse_size
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_BYTES = 100 * 1024 * 1024
+DEFAULT_JUDGE_KEY_ENV = "OPENROUTER_API_KEY"  # the judge's default api_key_env (coord_bench.mappers.judge)
 ARTIFACT_DIRS = ("artifacts", "reports", "report")
 MAX_FILES_PER_COMMIT = 20_000  # the Hub takes up to 25k LFS files in one commit
 SHOWN_PROBLEMS = 10
@@ -84,20 +89,6 @@ class _LocalFile:
     git_oid: str
 
 
-def parse_size(text: str | int) -> int:
-    """``100MB`` -> bytes (KB/MB/GB are powers of 1024, as in the recipe's ``output.max_shard_size``)."""
-    if isinstance(text, int):
-        return text
-    value = str(text).strip().upper()
-    try:
-        for unit, factor in (("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)):
-            if value.endswith(unit):
-                return int(float(value[: -len(unit)]) * factor)
-        return int(float(value))
-    except ValueError:
-        raise PushError(f"invalid size {text!r}: expected e.g. 100MB, 512KB or a number of bytes") from None
-
-
 def resolve_token(token: str | None = None) -> str:
     """The token argument, else HF_TOKEN, else the stored login; a clear error when there is none."""
     from huggingface_hub import get_token
@@ -125,7 +116,10 @@ def push(
     folder = Path(folder)
     if not _REPO_ID.fullmatch(repo_id or ""):
         raise PushError(f"invalid repo id {repo_id!r}: expected NAMESPACE/NAME")
-    limit = parse_size(max_shard_bytes)
+    try:
+        limit = parse_size(max_shard_bytes)
+    except ValueError as err:
+        raise PushError(str(err)) from None
     if limit <= 0:
         raise PushError("--max-shard-size must be positive")
     manifest = read_manifest(folder)
@@ -133,7 +127,7 @@ def push(
     token = resolve_token(token)
     with tempfile.TemporaryDirectory(prefix="coord_bench_push_") as staging:
         files, resharded = _collect(folder, manifest, repo_id, limit, Path(staging))
-        _check_no_token(files, token)
+        _check_no_token(files, token, manifest)
         committed: list[str] = []
         try:
             return _push_files(files, resharded, repo_id, private, revision or "main", token, manifest, committed)
@@ -212,22 +206,35 @@ def _local_file(path_in_repo: str, source: Path | bytes) -> _LocalFile:
     return _LocalFile(path_in_repo, source, size, sha256.hexdigest(), git.hexdigest())
 
 
-def _check_no_token(files: list[_LocalFile], token: str) -> None:
-    """Refuse to publish a file that contains the token (it would be public); the message never shows it."""
-    needle = token.encode()
+def _judge_key(manifest: dict[str, Any]) -> tuple[str, str] | None:
+    """(variable name, value) of the judge's API key, when that variable is set and not empty."""
+    judge = (manifest.get("annotations") or {}).get("judge") or {}
+    name = judge.get("api_key_env") or (judge.get("params") or {}).get("api_key_env") or DEFAULT_JUDGE_KEY_ENV
+    value = os.environ.get(str(name))
+    return (str(name), value) if value else None
+
+
+def _check_no_token(files: list[_LocalFile], token: str, manifest: dict[str, Any] | None = None) -> None:
+    """Refuse to publish a file that contains the Hub token or the judge's API key (it would be public); the
+    message never shows either."""
+    needles = {token.encode(): "your Hub token"}
+    judge_key = _judge_key(manifest or {})
+    if judge_key is not None:
+        needles.setdefault(judge_key[1].encode(), f"the judge's API key (${judge_key[0]})")
+    overlap = max(len(n) for n in needles) - 1  # bytes kept across chunks, so a secret split by a read is found
     for f in files:
+        found = None
         if isinstance(f.source, bytes):
-            found = needle in f.source
+            found = next((n for n in needles if n in f.source), None)
         else:
-            found, tail = False, b""
+            tail = b""
             with open(f.source, "rb") as stream:
-                while chunk := stream.read(1 << 20):
-                    if needle in tail + chunk:
-                        found = True
-                        break
-                    tail = chunk[-len(needle) :]
-        if found:
-            raise PushError(f"{f.path_in_repo} contains your Hub token; refusing to push it (nothing was pushed)")
+                while found is None and (chunk := stream.read(1 << 20)):
+                    window = tail + chunk
+                    found = next((n for n in needles if n in window), None)
+                    tail = window[-overlap:] if overlap else b""
+        if found is not None:
+            raise PushError(f"{f.path_in_repo} contains {needles[found]}; refusing to push it (nothing was pushed)")
 
 
 # -- re-sharding ---------------------------------------------------------------------------------------------

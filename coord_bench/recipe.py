@@ -78,7 +78,11 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
         dotted, sep, text = item.partition("=")
         if not sep or not dotted:
             raise RecipeError(f"--set expects key.path=value, got {item!r}")
-        set_value(recipe, dotted.strip(), yaml.safe_load(text) if text.strip() else "")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise RecipeError(f"--set {dotted}: the value {text!r} is not valid YAML ({err.problem})") from None
+        set_value(recipe, dotted.strip(), value)
     return recipe
 
 
@@ -167,19 +171,16 @@ def configs_of(recipe: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
     return {c["name"]: list(c["sources"]) for c in declared}, default
 
 
-def _size(text: str) -> int:
-    text = text.strip().upper()
-    for unit, factor in (("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)):
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(float(text))
-
-
 def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
-    """Resolve locations (downloading Hub sources) and return the ``BuildPlan`` of a validated recipe."""
+    """Resolve locations (downloading Hub sources) and return the ``BuildPlan`` of a validated recipe.
+
+    The plan records the recipe with every Hub source pinned to the commit it was read at, so the recipe in
+    the manifest and the card rebuilds the same rows."""
     from coord_bench.build import BuildPlan
     from coord_bench.locate import embedded_source, hub_source, local_source
+    from coord_bench.writer import parse_size
 
+    recipe = copy.deepcopy(recipe)
     ratios = (recipe.get("splits") or {}).get("ratios")
     specs = []
     for source in recipe["sources"]:
@@ -195,6 +196,8 @@ def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
                 adapter,
                 config_patterns=(source.get("filters") or {}).get("configs"),
             )
+            if spec.revision:
+                location["revision"] = spec.revision
         else:
             spec = embedded_source(name, adapter)
         spec.options.update(
@@ -205,14 +208,20 @@ def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
         specs.append(spec)
     output = recipe.get("output") or {}
     configs, default = configs_of(recipe)
+    annotations = annotation_params(recipe)  # before the recorded copy is scrubbed: the judge needs its real URL
+    judge = (recipe.get("annotations") or {}).get("judge") or {}
+    if judge.get("base_url"):
+        from coord_bench.mappers.judge.client import public_url
+
+        judge["base_url"] = public_url(judge["base_url"])  # no credentials in the manifest or the card
     return BuildPlan(
         sources=specs,
         out_dir=Path(out_dir or output.get("dir") or "out/coord_bench"),
         configs=configs,
         default_config=default,
         limit=output.get("limit"),
-        annotations=annotation_params(recipe),
-        max_shard_bytes=_size(output.get("max_shard_size", "100MB")),
+        annotations=annotations,
+        max_shard_bytes=parse_size(output.get("max_shard_size", "100MB")),
         recipe=recipe,
         **({"split_ratios": ratios} if ratios else {}),
     )

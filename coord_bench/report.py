@@ -179,13 +179,17 @@ def collect(rows: Iterable[dict[str, Any]], source_names: Iterable[str] = ()) ->
 
 
 # ----------------------------------------------------------------------------------------- latent quality
+# reports/latent_quality.json is written by this package (coord_bench.mappers.latent_states._quality, from
+# coord_bench.mappers.latents.quality), and read here as that layout:
+#   "next_turn_r2": {"model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr": R², "method",
+#                    "model_hash", "n_predicted_turns"}, or {"skipped": reason};
+#   "probes": {target: {"status": "ok", "n_rows", "cv", "n_splits", "n_boot", "features": {name: {"auc",
+#              "auc_ci": [lo, hi], "log_loss", "log_loss_ci", and for all but the baseline "delta_auc",
+#              "delta_auc_ci", ...}}}, or {"status": "insufficient data", "reason" (optional), "n_rows",
+#              "n_groups", "class_counts", "groups_per_class"}};
+#   "stability" (optional): {"max_angle_deg", "mean_angle_deg", "angles_deg", ...}.
 
-POINT_KEYS = ("value", "mean", "estimate", "point", "score", "median")
-INTERVAL_KEYS = ("ci", "interval", "ci95", "ci_95", "bootstrap_ci", "bootstrap_interval", "confidence_interval")
-LOW_KEYS = ("ci_low", "ci_lower", "low", "lower", "lo")
-HIGH_KEYS = ("ci_high", "ci_upper", "high", "upper", "hi")
-COUNT_KEYS = {"n", "k", "r", "seed", "folds", "n_folds", "count", "n_boot", "bootstrap", "size", "support"}
-METRIC_KEYS = {"r2": ("r2", "r_squared", "next_turn_r2"), "auc": ("auc", "roc_auc")}
+R2_KEYS = ("model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr")  # the latent model, then its baselines
 
 
 @dataclass
@@ -197,114 +201,68 @@ class Estimate:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number as float; None otherwise (an R² is NaN when the held-out turns do not vary)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _interval(node: dict[str, Any], prefixes: Iterable[str]) -> tuple[float | None, float | None]:
-    for prefix in [*prefixes, ""]:
-        for key in INTERVAL_KEYS:
-            pair = node.get(f"{prefix}_{key}" if prefix else key)
-            if isinstance(pair, dict):
-                pair = [
-                    next((pair[k] for k in LOW_KEYS if k in pair), None),
-                    next((pair[k] for k in HIGH_KEYS if k in pair), None),
-                ]
-            if isinstance(pair, (list, tuple)) and len(pair) == 2 and None not in map(_number, pair):
-                return _number(pair[0]), _number(pair[1])
-        low = next(
-            (
-                _number(node[f"{prefix}_{k}" if prefix else k])
-                for k in LOW_KEYS
-                if (f"{prefix}_{k}" if prefix else k) in node
-            ),
-            None,
-        )
-        high = next(
-            (
-                _number(node[f"{prefix}_{k}" if prefix else k])
-                for k in HIGH_KEYS
-                if (f"{prefix}_{k}" if prefix else k) in node
-            ),
-            None,
-        )
-        if low is not None and high is not None:
-            return low, high
-    return None, None
+def r2_estimates(section: dict[str, Any]) -> tuple[list[Estimate], list[str]]:
+    """The held-out next-turn R² of the model and of each baseline (the report gives no intervals for them), and
+    the keys of :data:`R2_KEYS` whose value is not a finite number."""
+    found, not_finite = [], []
+    for key in R2_KEYS:
+        value = _number(section.get(key))
+        if value is None:
+            not_finite.append(key)
+        else:
+            found.append(Estimate(key, value))
+    return found, not_finite
 
 
-def _point(node: dict[str, Any], metric: str) -> tuple[float, float | None, float | None] | None:
-    """The estimate a dict holds for ``metric`` (its point value and interval), or None."""
-    lowered = {str(k).lower(): k for k in node}
-    for name in METRIC_KEYS[metric]:
-        if name in lowered:
-            value = node[lowered[name]]
-            if isinstance(value, dict):
-                return _point(value, metric) or _plain_point(value)
-            if _number(value) is not None:
-                return (_number(value), *_interval(node, [name]))
-    return None
-
-
-def _plain_point(node: dict[str, Any]) -> tuple[float, float | None, float | None] | None:
-    for key in POINT_KEYS:
-        if _number(node.get(key)) is not None:
-            return (_number(node[key]), *_interval(node, []))
-    return None
-
-
-def _ignored(key: str, metric: str) -> bool:
-    key = str(key).lower()
-    other_metrics = ("loss", "brier", "accuracy", "angle", "seconds", "time")
-    return (
-        key in COUNT_KEYS
-        or key.startswith("n_")
-        or key.endswith("_n")
-        or any(m in key for m in other_metrics)
-        or key in {"skipped", "reason", "note", "method", "model_hash"}
-        or key in INTERVAL_KEYS
-        or any(key == s or key.endswith("_" + s) for s in LOW_KEYS + HIGH_KEYS)
-        and metric not in key
-    )
-
-
-def estimates(section: Any, metric: str, leaves: bool = False) -> list[Estimate]:
-    """The estimates of ``metric`` ('r2' or 'auc') in a JSON section of unknown layout.
-
-    A dict holding the metric's key (``{"r2": 0.4, "ci": [0.3, 0.5]}``) or, below a key naming the metric,
-    a point key (``{"auc": {"mean": .7, "low": .6, "high": .8}}``) is one estimate labelled by the path of
-    keys to it; lists of dicts are labelled by their ``name``/``feature_set``/``model`` item. With
-    ``leaves``, plain numbers (``{"latent": 0.4, "train_mean": 0.0}``) count too, except count-like keys.
-    """
-    found: list[Estimate] = []
-    metric_names = METRIC_KEYS[metric]
-
-    def visit(node: Any, path: list[str]) -> None:
-        if isinstance(node, dict):
-            point = _point(node, metric) or (_plain_point(node) if path or leaves else None)
-            if point is not None:
-                found.append(Estimate(" / ".join(path) or metric, *point))
-                return
-            for key, child in node.items():
-                if not _ignored(key, metric):
-                    visit(child, path if str(key).lower() in metric_names else [*path, str(key)])
-        elif isinstance(node, list) and node and all(isinstance(item, dict) for item in node):
-            for index, item in enumerate(node):
-                name = next(
-                    (
-                        item[k]
-                        for k in ("name", "feature_set", "features", "model", "baseline", "label")
-                        if isinstance(item.get(k), str)
-                    ),
-                    str(index),
-                )
-                visit(item, [*path, name])
-        elif leaves and path and _number(node) is not None:
-            found.append(Estimate(" / ".join(path), _number(node)))
-
-    visit(section, [])
+def probe_estimates(probe: dict[str, Any]) -> list[Estimate]:
+    """The out-of-fold AUC of each feature set of a probe with status ok, with its bootstrap interval."""
+    found = []
+    for name, result in (probe.get("features") or {}).items():
+        value = _number(result.get("auc"))
+        if value is None:
+            continue
+        low, high = (_number(v) for v in result.get("auc_ci") or (None, None))
+        if low is None or high is None:
+            low = high = None
+        found.append(Estimate(name, value, low, high))
     return found
+
+
+def _probe_detail(probe: dict[str, Any]) -> str:
+    """Why a probe was not fitted: its reason when it gives one, and the counts it was judged on."""
+    parts = [str(probe["reason"])] if probe.get("reason") else []
+    if probe.get("n_rows") is not None:
+        parts.append(f"{probe['n_rows']} rows in {probe.get('n_groups')} groups")
+    groups = probe.get("groups_per_class") or {}
+    if groups:
+        parts.append("groups per class " + ", ".join(f"{cls} {n}" for cls, n in groups.items()))
+    return "; ".join(parts) or "no detail in the report"
+
+
+def _probe_summary(target: str, probe: dict[str, Any]) -> str:
+    """How a probe was fitted and, when it has a baseline feature set (the one without ``delta_auc``), each
+    other set's paired AUC difference to it, with its interval."""
+    text = (
+        f"{target}: {probe.get('n_rows')} rows, {probe.get('cv')} with {probe.get('n_splits')} folds, "
+        f"{probe.get('n_boot')} bootstrap resamples"
+    )
+    features = probe.get("features") or {}
+    deltas = {n: r for n, r in features.items() if _number(r.get("delta_auc")) is not None}
+    baselines = [n for n in features if n not in deltas]
+    if deltas and len(baselines) == 1:
+        gains = []
+        for name, result in deltas.items():
+            low, high = (_number(v) for v in result.get("delta_auc_ci") or (None, None))
+            interval = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
+            gains.append(f"{name} {result['delta_auc']:+.2f}{interval}")
+        text += f"; AUC gain over {baselines[0]}: " + ", ".join(gains)
+    return text
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -321,6 +279,60 @@ class Figure:
 class Report:
     figures: list[Figure] = field(default_factory=list)
     not_drawn: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One per-source histogram figure of a :class:`SourceStats` counter."""
+
+    attr: str  # the SourceStats counter
+    file: str
+    what: str  # lower case: it starts titles (capitalised) and sits inside sentences
+    xlabel: str
+    unit: str  # what is counted (the y axis)
+    missing: str  # why a source has no data for it
+    log: bool = False
+
+
+DISTRIBUTIONS = (
+    Distribution(
+        attr="turns",
+        file="turns.png",
+        what="turns per conversation",
+        xlabel="turns (rounds)",
+        unit="conversations",
+        missing="no record has n_turns",
+    ),
+    Distribution(
+        attr="agents",
+        file="agents.png",
+        what="agents per conversation",
+        xlabel="agents (participants)",
+        unit="conversations",
+        missing="no record has n_agents",
+    ),
+    Distribution(
+        attr="message_tokens",
+        file="tokens_per_message.png",
+        what="tokens per message",
+        xlabel="tokens per message (cl100k_base tokens, n_tokens)",
+        unit="messages",
+        missing="no message has a positive n_tokens (build with --annotate tokens)",
+        log=True,
+    ),
+)
+
+
+def _capitalized(text: str) -> str:
+    """``text`` with its first letter upper-cased, for a title or the start of a sentence."""
+    return text[:1].upper() + text[1:]
+
+
+def _palette() -> tuple:
+    """The colours of the categorical figures (matplotlib's tab10)."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"].colors
 
 
 def _plt():
@@ -375,42 +387,31 @@ def _count_hist(ax, counts: Counter, log: bool = False) -> None:
 
 
 def _distribution(
-    plt,
-    out: Path,
-    stats: dict[str, SourceStats],
-    report: Report,
-    *,
-    attr: str,
-    file: str,
-    what: str,
-    xlabel: str,
-    unit: str,
-    missing: str,
-    log: bool = False,
-    extra: str = "",
+    plt, out: Path, stats: dict[str, SourceStats], report: Report, spec: Distribution, extra: str = ""
 ) -> None:
-    have = {name: getattr(s, attr) for name, s in stats.items() if getattr(s, attr)}
+    title = _capitalized(spec.what)
+    have = {name: getattr(s, spec.attr) for name, s in stats.items() if getattr(s, spec.attr)}
     if not have:
-        report.not_drawn.append(f"{what[0].upper() + what[1:]}: {missing}.")
+        report.not_drawn.append(f"{title}: {spec.missing}.")
         return
     for name in stats:
         if name not in have:
-            report.not_drawn.append(f"{what[0].upper() + what[1:]}, {name}: {missing}.")
+            report.not_drawn.append(f"{title}, {name}: {spec.missing}.")
     fig, axes = _grid(plt, len(have))
     for ax, (name, counts) in zip(axes, have.items(), strict=True):
-        _count_hist(ax, counts, log=log)
+        _count_hist(ax, counts, log=spec.log)
         ax.set_title(name)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{unit} (count)")
-    fig.suptitle(what[0].upper() + what[1:] + (" (log scale)" if log else ""))
+        ax.set_xlabel(spec.xlabel)
+        ax.set_ylabel(f"{spec.unit} (count)")
+    fig.suptitle(title + (" (log scale)" if spec.log else ""))
     summaries = []
     for name, counts in have.items():
         total = sum(counts.values())
         mean = sum(v * c for v, c in counts.items()) / total
         spread = f"all {min(counts)}" if min(counts) == max(counts) else f"range {min(counts)}-{max(counts)}"
-        summaries.append(f"{name}: {total} {unit}, {spread}, mean {mean:.1f}")
-    caption = f"{what[0].upper() + what[1:]}, per source. " + "; ".join(summaries) + "." + extra
-    report.figures.append(Figure(_save(plt, fig, out, file), what[0].upper() + what[1:], caption))
+        summaries.append(f"{name}: {total} {spec.unit}, {spread}, mean {mean:.1f}")
+    caption = f"{title}, per source. " + "; ".join(summaries) + "." + extra
+    report.figures.append(Figure(_save(plt, fig, out, spec.file), title, caption))
 
 
 def _arena_winners(plt, out: Path, stats: dict[str, SourceStats], report: Report) -> None:
@@ -605,7 +606,7 @@ def _trajectories(plt, out: Path, stats: dict[str, SourceStats], report: Report)
             report.not_drawn.append(f"Latent trajectories, {name}: {reason}.")
     if not have:
         return
-    colors = plt.get_cmap("tab10").colors
+    colors = _palette()
     fig, axes = _grid(plt, len(have), width=4.6, height=4.0)
     parts = []
     for ax, (name, s) in zip(axes, have.items(), strict=True):
@@ -644,12 +645,6 @@ def _trajectories(plt, out: Path, stats: dict[str, SourceStats], report: Report)
     )
 
 
-def plt_colors() -> tuple:
-    from matplotlib import colormaps
-
-    return colormaps["tab10"].colors
-
-
 def _bars(ax, items: list[Estimate]) -> None:
     import numpy as np
 
@@ -661,8 +656,8 @@ def _bars(ax, items: list[Estimate]) -> None:
             [e.high - e.value if e.high is not None else np.nan for e in items],
         ]
     )
-    groups = list(dict.fromkeys(e.label.split(" / ")[0] for e in items))  # one colour per top-level key
-    colors = [plt_colors()[groups.index(e.label.split(" / ")[0]) % len(plt_colors())] for e in items]
+    palette = _palette()
+    colors = [palette[i % len(palette)] for i in range(len(items))]  # one colour per bar
     bars = ax.bar(x, values, color=colors, yerr=np.clip(errors, 0, None), capsize=4, ecolor="black")
     ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=2)
     ax.set_xticks(x, [e.label for e in items], rotation=25, ha="right", fontsize=8)
@@ -690,48 +685,60 @@ def _latent_quality(plt, out: Path, folder: Path, manifest: dict[str, Any], repo
         if isinstance(quality.get(key), (str, int, float))
     )
     about = f" ({about})" if about else ""
-    section = next((quality[k] for k in ("next_turn_r2", "next_turn", "r2") if k in quality), None)
-    r2 = estimates(section, "r2", leaves=True) if isinstance(section, (dict, list)) else []
-    if r2:
-        fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(r2) + 2), 3.8))
-        _bars(ax, r2)
-        ax.set_xlabel("model or baseline")
-        ax.set_ylabel("R² (1 = perfect, 0 = mean)")
-        ax.set_title("Held-out next-turn R² in embedding space")
-        intervals = sum(e.low is not None for e in r2)
-        report.figures.append(
-            Figure(
-                _save(plt, fig, out, "latent_next_turn_r2.png"),
-                "Latent model: next-turn R²",
-                f"Held-out next-turn R² of the latent model and its baselines, from {relative}{about}; error bars are "
-                f"the report's intervals ({intervals} of {len(r2)} estimates have one).",
-            )
-        )
-    else:
-        reason = section.get("skipped") if isinstance(section, dict) else None
-        report.not_drawn.append(
-            "Latent next-turn R²: "
-            + (
-                f"skipped by the build: {reason}."
-                if reason
-                else f"{relative} has no next-turn R² values this report can read."
-            )
-        )
-    probes = quality.get("probes")
-    panels = (
-        {str(target): estimates(body, "auc") for target, body in probes.items()} if isinstance(probes, dict) else {}
+    _latent_r2(plt, out, quality, relative, about, report)
+    _latent_probes(plt, out, quality.get("probes") or {}, relative, about, report)
+
+
+def _latent_r2(plt, out: Path, quality: dict[str, Any], relative: str, about: str, report: Report) -> None:
+    section = quality.get("next_turn_r2")
+    if not isinstance(section, dict):
+        report.not_drawn.append(f"Latent next-turn R²: {relative} has no next_turn_r2 section.")
+        return
+    if "skipped" in section:
+        report.not_drawn.append(f"Latent next-turn R²: skipped by the build: {section['skipped']}.")
+        return
+    r2, not_finite = r2_estimates(section)
+    if not r2:
+        report.not_drawn.append(f"Latent next-turn R²: no value in {relative} is a finite number.")
+        return
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(r2) + 2), 3.8))
+    _bars(ax, r2)
+    ax.set_xlabel("model or baseline")
+    ax.set_ylabel("R² (1 = perfect, 0 = mean)")
+    ax.set_title("Held-out next-turn R² in embedding space")
+    caption = (
+        f"Held-out one-step-ahead R² of the latent model ({section.get('method')}) and its baselines on "
+        f"{section.get('n_predicted_turns')} predicted turns, pooled around the train mean (so train_mean is 0), "
+        f"from {relative}{about}; the report gives no intervals for these."
     )
-    skipped = [
-        f"{t} ({probes[t].get('skipped')})" if isinstance(probes[t], dict) and probes[t].get("skipped") else t
-        for t, found in panels.items()
-        if not found
-    ]
-    panels = {t: found for t, found in panels.items() if found}
-    if skipped:
-        report.not_drawn.append("Probe AUC, no AUC in the report for: " + ", ".join(skipped) + ".")
+    if not_finite:
+        caption += " Not a finite number, not drawn: " + ", ".join(not_finite) + "."
+    angle = _number((quality.get("stability") or {}).get("max_angle_deg"))
+    if angle is not None:
+        caption += f" Stability: the latent subspaces of two refits are at most {angle:.1f}° apart."
+    report.figures.append(
+        Figure(_save(plt, fig, out, "latent_next_turn_r2.png"), "Latent model: next-turn R²", caption)
+    )
+
+
+def _latent_probes(plt, out: Path, probes: dict[str, Any], relative: str, about: str, report: Report) -> None:
+    if not probes:
+        report.not_drawn.append(f"Probe AUC: {relative} has no probe results.")
+        return
+    panels: dict[str, list[Estimate]] = {}
+    not_fitted: dict[str, list[str]] = {}  # status -> targets with why
+    for target, probe in probes.items():
+        status = probe.get("status")
+        found = probe_estimates(probe) if status == "ok" else []
+        if found:
+            panels[target] = found
+        elif status == "ok":
+            not_fitted.setdefault("no finite AUC", []).append(target)
+        else:
+            not_fitted.setdefault(str(status), []).append(f"{target} ({_probe_detail(probe)})")
+    for status, targets in not_fitted.items():
+        report.not_drawn.append(f"Probe AUC, {status}: " + ", ".join(targets) + ".")
     if not panels:
-        if not skipped:
-            report.not_drawn.append(f"Probe AUC: {relative} has no probe results.")
         return
     fig, axes = _grid(plt, len(panels), width=4.6, height=3.8)
     for ax, (target, items) in zip(axes, panels.items(), strict=True):
@@ -747,8 +754,10 @@ def _latent_quality(plt, out: Path, folder: Path, manifest: dict[str, Any], repo
         Figure(
             _save(plt, fig, out, "latent_probe_auc.png"),
             "Outcome probes: AUC per feature set",
-            f"AUC of probes predicting each native outcome from each feature set, from {relative}{about}; error "
-            "bars are the report's bootstrap intervals where it gives them.",
+            f"Out-of-fold AUC of logistic-regression probes predicting each native outcome from each feature set, "
+            f"from {relative}{about}; error bars are the report's 95% bootstrap intervals. "
+            + "; ".join(_probe_summary(t, probes[t]) for t in panels)
+            + ".",
         )
     )
 
@@ -883,53 +892,13 @@ def write_report(folder: Path) -> tuple[Path, Report]:
     stats = collect(iter_plot_rows(folder, manifest), manifest.get("sources", {}))
     plt = _plt()
     report = Report()
-    _distribution(
-        plt,
-        out,
-        stats,
-        report,
-        attr="turns",
-        file="turns.png",
-        what="turns per conversation",
-        xlabel="turns (rounds)",
-        unit="conversations",
-        missing="no record has n_turns",
-    )
-    _distribution(
-        plt,
-        out,
-        stats,
-        report,
-        attr="agents",
-        file="agents.png",
-        what="agents per conversation",
-        xlabel="agents (participants)",
-        unit="conversations",
-        missing="no record has n_agents",
-    )
     zero = {name: s.message_tokens.get(0, 0) for name, s in stats.items() if s.message_tokens.get(0)}
-    for s in stats.values():
+    for s in stats.values():  # 0 has no place on a log axis: counted in the caption instead
         s.message_tokens.pop(0, None)
-    _distribution(
-        plt,
-        out,
-        stats,
-        report,
-        attr="message_tokens",
-        file="tokens_per_message.png",
-        what="tokens per message",
-        xlabel="tokens per message (cl100k_base tokens, n_tokens)",
-        unit="messages",
-        log=True,
-        missing="no message has a positive n_tokens (build with --annotate tokens)",
-        extra=(
-            " Messages of 0 tokens are not shown on the log axis: "
-            + ", ".join(f"{k} {v}" for k, v in zero.items())
-            + "."
-        )
-        if zero
-        else "",
-    )
+    zero_note = " Messages of 0 tokens are not shown on the log axis: " + ", ".join(f"{k} {v}" for k, v in zero.items())
+    for spec in DISTRIBUTIONS:
+        extra = zero_note + "." if zero and spec.attr == "message_tokens" else ""
+        _distribution(plt, out, stats, report, spec, extra=extra)
     _arena_winners(plt, out, stats, report)
     _debate_outcomes(plt, out, stats, report)
     _coordination(plt, out, stats, report)

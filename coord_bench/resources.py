@@ -6,6 +6,7 @@ under ``<prefix>/share/coord_bench`` (see ``data_files`` in setup.cfg).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,3 +20,9 @@ def resource_path(name: str) -> Path:
         if (base / name).exists():
             return base / name
     raise FileNotFoundError(f"coord_bench is installed without '{name}' (looked in {', '.join(map(str, _LOCATIONS))})")
+
+
+def default_cache_dir() -> Path:
+    """Where costly work is cached across builds (embeddings, the tokenizer file): $COORD_BENCH_CACHE or
+    ~/.cache/coord_bench."""
+    return Path(os.environ.get("COORD_BENCH_CACHE", Path.home() / ".cache" / "coord_bench"))

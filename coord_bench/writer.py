@@ -18,6 +18,20 @@ from coord_bench.splits import SPLITS
 ROWS_PER_BATCH = 200
 
 
+def parse_size(text: str | int) -> int:
+    """``100MB`` -> bytes (KB, MB and GB are powers of 1024, as in the recipe's ``output.max_shard_size``)."""
+    if isinstance(text, int):
+        return text
+    value = str(text).strip().upper()
+    try:
+        for unit, factor in (("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)):
+            if value.endswith(unit):
+                return int(float(value[: -len(unit)]) * factor)
+        return int(float(value))
+    except ValueError:
+        raise ValueError(f"invalid size {text!r}: expected e.g. 100MB, 512KB or a number of bytes") from None
+
+
 class SplitWriter:
     """Streams the records of one config's split into size-limited Parquet shards."""
 
@@ -28,6 +42,8 @@ class SplitWriter:
         self.parts: list[Path] = []
         self.writer: pq.ParquetWriter | None = None
         self.count = 0
+        self.written_bytes = 0  # compressed bytes on disk, and the Arrow bytes they hold: the compression ratio
+        self.arrow_bytes = 0
 
     def add(self, record: dict[str, Any]) -> None:
         self.rows.append(record)
@@ -36,15 +52,28 @@ class SplitWriter:
             self._flush()
 
     def _flush(self) -> None:
-        if self.writer is None:
-            part = self.folder / f".{self.split}.part{len(self.parts)}.parquet"
-            self.parts.append(part)
-            self.writer = pq.ParquetWriter(part, self.schema, compression="zstd")
-        self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+        """Write the buffered rows, starting a new shard before one would pass the size limit.
+
+        The compressed size of a batch is estimated from its Arrow size times the compression ratio seen so far
+        in this split (1.0 before any write, which is conservative); a batch too big for one shard is sliced."""
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
         self.rows = []
-        if self.parts[-1].stat().st_size >= self.max_shard_bytes:
-            self.writer.close()
-            self.writer = None
+        ratio = self.written_bytes / self.arrow_bytes if self.arrow_bytes else 1.0
+        rows_per_slice = max(1, int(table.num_rows * self.max_shard_bytes / max(table.nbytes * ratio, 1)))
+        for start in range(0, table.num_rows, rows_per_slice):
+            piece = table.slice(start, rows_per_slice)
+            current = self.parts[-1].stat().st_size if self.writer is not None else 0
+            if self.writer is not None and current + piece.nbytes * ratio > self.max_shard_bytes:
+                self.writer.close()
+                self.writer = None
+            if self.writer is None:
+                part = self.folder / f".{self.split}.part{len(self.parts)}.parquet"
+                self.parts.append(part)
+                self.writer = pq.ParquetWriter(part, self.schema, compression="zstd")
+                current = 0
+            self.writer.write_table(piece)
+            self.written_bytes += self.parts[-1].stat().st_size - current
+            self.arrow_bytes += piece.nbytes
 
     def close(self) -> list[Path]:
         """Write what is buffered, then give the shards their final names. An empty split writes no file:

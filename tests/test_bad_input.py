@@ -220,3 +220,52 @@ def test_validate_names_file_row_and_field(tmp_path, capsys):
 def test_validate_on_a_folder_that_is_not_a_build(tmp_path, capsys):
     assert main(["validate", str(tmp_path)]) == 2
     assert "is not a coord_bench build: build_manifest.json is missing" in capsys.readouterr().err
+
+
+def test_an_unforeseen_shape_is_one_reject_not_a_crash(tmp_path):
+    row = arena_row(openai_moderation={"categories": ["harassment"], "category_scores": {}, "flagged": True})
+    write_arena(tmp_path / "arena", [row, arena_row(question_id="good")])
+    code, out = build(tmp_path, "--sources", "chatbot_arena", "--source-dir", f"chatbot_arena={tmp_path / 'arena'}")
+    assert code == 0
+    [reject] = rejects_of(out)
+    assert reject["kind"] == "adapter_error" and reject["locator"] == "train.jsonl#0"
+    assert reject["reason"].startswith("the chatbot_arena adapter could not read this record: AttributeError")
+    assert_counts_add_up(manifest_of(out))
+
+
+def test_non_utf8_and_trailing_content_are_rejected_with_the_file_named(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    good = (REAL / "debate" / "mallm_raw_older" / "object_13.json").read_text()
+    (folder / "a_trailing.json").write_text(f"[{good}] [1]")
+    (folder / "b_latin1.json").write_bytes(b'[{"exampleId": "caf\xe9"}]')
+    code, out = build(tmp_path, "--sources", "debate", "--source-dir", f"debate={folder}")
+    assert code == 0
+    reasons = {r["locator"]: r["reason"] for r in rejects_of(out)}
+    assert "unexpected content after the JSON array's closing ']'" in reasons["a_trailing.json#1"]
+    assert reasons["b_latin1.json#0"].startswith("b_latin1.json is not UTF-8 text")
+    m = manifest_of(out)
+    assert (m["sources"]["debate"]["normalized"], m["sources"]["debate"]["rejected"]) == (1, 2)
+
+
+def test_a_rebuild_leaves_nothing_of_the_previous_build(tmp_path):
+    code, out = build(tmp_path)
+    assert code == 0
+    for stale in ("report/old.png", "artifacts/latent_model.json", "reports/latent_quality.json"):
+        (out / stale).parent.mkdir(exist_ok=True)
+        (out / stale).write_text("from an earlier build")
+    assert build(tmp_path)[0] == 0
+    assert not (out / "report").exists() and not (out / "artifacts").exists() and not (out / "reports").exists()
+
+
+def test_bad_yaml_in_set_is_a_clear_error(tmp_path, capsys):
+    assert build(tmp_path, "--set", "splits.ratios={train: 0.9")[0] == 2
+    err = capsys.readouterr().err
+    assert "--set splits.ratios: the value '{train: 0.9' is not valid YAML" in err and "Traceback" not in err
+
+
+def test_zero_split_ratios_and_orphan_sources_are_refused(tmp_path, capsys):
+    assert build(tmp_path, "--set", "splits.ratios={train: 0, validation: 0, test: 0}")[0] == 2
+    assert "split ratios must add up to more than 0" in capsys.readouterr().err
+    assert build(tmp_path, "--set", "configs=[{name: all, sources: [debate]}]")[0] == 2
+    assert "are in no config, so their records would be written nowhere" in capsys.readouterr().err

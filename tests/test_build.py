@@ -142,3 +142,31 @@ def test_export_seed_json_matches_the_seed_layout(default_build, tmp_path):
         assert set(example["metadata"]) == {"dataset_source", "annotation_version", "annotation_date"}
     multi = [e for e in exported if e["context"]["turn"] and e["context"]["turn"] > 1]
     assert multi, "the embedded sample has multi-turn arena rows"
+
+
+def test_shards_stay_under_the_size_limit(tmp_path):
+    out = tmp_path / "sharded"
+    limit = 400 * 1024
+    args = ["build", "--out", str(out), "--no-progress", "--max-shard-size", "400KB"]
+    for name in ("chatbot_arena", "debate", "multi_character_dialogue"):
+        args += ["--source-dir", f"{name}={REAL / name}"]
+    assert main(args) == 0
+    shards = sorted((out / "all").glob("*.parquet"))
+    assert len(shards) > 3
+    for shard in shards:
+        # a shard over the limit may only hold one row (a row cannot be split)
+        assert shard.stat().st_size <= limit or pq.ParquetFile(shard).metadata.num_rows == 1, shard.name
+    assert main(["validate", str(out)]) == 0
+    assert sum(pq.ParquetFile(s).metadata.num_rows for s in shards) == 92
+
+
+def test_the_card_describes_only_the_sources_of_the_build(tmp_path):
+    out = tmp_path / "debate_only"
+    assert main(["build", "--out", str(out), "--no-progress", "--sources", "debate"]) == 0
+    card = (out / "README.md").read_text()
+    sources_part = card.split("## Columns")[0]  # intro, contents, sources, splits (the column docs are generic)
+    assert "chatbot_arena" not in sources_part and "Chatbot Arena" not in sources_part
+    assert "multi-character" not in sources_part
+    assert "`decisionSuccess` means the protocol reached a decision" in card
+    assert "- **debate**: the exampleId" in card
+    assert "debate (coord_bench embedded sample of debate): apache-2.0" in card.replace("\n  ", " ")

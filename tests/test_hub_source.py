@@ -77,3 +77,12 @@ def test_gated_arena_with_token_builds(hub_server, tmp_path, monkeypatch, capsys
 def test_missing_repo_is_a_clear_error(hub_server, capsys):
     assert main(["build", "--no-progress", "--sources", "debate", "--from-hub", "debate=nobody/nothing"]) == 2
     assert "the dataset repo nobody/nothing was not found" in capsys.readouterr().err
+
+
+def test_the_recorded_recipe_pins_the_commit_that_was_read(hub_server, tmp_path):
+    sha = hub_server.add_dataset_repo("Multi-Agent-LLMs/DEBATE", REAL / "debate" / "hub")
+    out = tmp_path / "out"
+    assert main(["build", "--no-progress", "--out", str(out), "--sources", "debate", "--from-hub", "debate"]) == 0
+    manifest = json.loads((out / "build_manifest.json").read_text())
+    [source] = manifest["recipe"]["sources"]
+    assert source["location"] == {"hub": "Multi-Agent-LLMs/DEBATE", "revision": sha}

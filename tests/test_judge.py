@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -21,13 +22,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from llm_server import FakeChatServer, FaultProxy, LlamaServer, judgement
+from llm_server import FakeChatServer, FaultProxy, LlamaServer, _read_body, _send, _Server, conversation_id, judgement
 
 from coord_bench.cli import main
 from coord_bench.mappers.judge import JudgeConfigError, JudgeMapper
 from coord_bench.mappers.judge.agreement import cohen_kappa, krippendorff_alpha, majority_level
 from coord_bench.mappers.judge.budget import Budget
-from coord_bench.mappers.judge.client import grammar_schema, request_body
+from coord_bench.mappers.judge.client import grammar_schema, public_url, request_body
 from coord_bench.mappers.judge.mapper import parse_output
 from coord_bench.mappers.judge.prompt import build_prompt
 from coord_bench.mappers.judge.sampling import stratified_sample, stratum_of
@@ -494,6 +495,155 @@ def test_api_key_is_sent_but_never_printed_or_stored(small_build, tmp_path, monk
     assert manifest["annotations"]["judge"]["api_key_env"] == "MY_JUDGE_KEY"
     assert len(records_of(folder)) == 6 and len(records_of(small_build)) == 6  # the source build is untouched
     assert all(r["annotations"]["coordination"] is None for r in records_of(small_build))
+
+
+class KeyEchoServer(_Server):
+    """A server that echoes the API key it is sent (its Authorization header) back in every answer, in one of
+    :attr:`BEHAVIOURS` per conversation (in the order the conversations arrive). The key is placed so that it
+    spans the points where error texts are cut (200 characters), which a redaction after the cut would miss."""
+
+    BEHAVIOURS = ("http_401", "error_in_200", "not_a_completion", "invalid_output", "rationale")
+
+    def __init__(self) -> None:
+        self.assigned: dict[str | None, str] = {}
+        self.keys: list[str] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def spanning(key: str, at: int = 190) -> str:
+        """Text in which ``key`` starts at character ``at``."""
+        return "x" * at + key + " is not a valid key"
+
+    def answer(self, behaviour: str, key: str) -> tuple[int, dict]:
+        if behaviour == "http_401":
+            return 401, {"error": {"message": self.spanning(key, 190 - len('{"error": {"message": "'))}}
+        if behaviour == "error_in_200":
+            return 200, {"error": {"message": self.spanning(key), "code": 400}}
+        if behaviour == "not_a_completion":
+            return 200, {"object": "chat.completion", "choices": [], "echo": self.spanning(key, 60)}
+        content = judgement() | ({"agreement_level": key} if behaviour == "invalid_output" else {"rationale": key})
+        choice = {"index": 0, "message": {"role": "assistant", "content": json.dumps(content)}, "finish_reason": "stop"}
+        return 200, {
+            "object": "chat.completion",
+            "choices": [choice],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 9},
+        }
+
+    def handle(self, handler) -> None:
+        if handler.command == "GET":  # the model list: no prices (a loopback server is free)
+            _send(handler, 200, b'{"data": []}')
+            return
+        request = json.loads(_read_body(handler) or b"{}")
+        key = (handler.headers.get("Authorization") or "").removeprefix("Bearer ")
+        with self._lock:
+            self.keys.append(key)
+            row = conversation_id(request)
+            behaviour = self.assigned.setdefault(row, self.BEHAVIOURS[len(self.assigned) % len(self.BEHAVIOURS)])
+        status, body = self.answer(behaviour, key)
+        _send(handler, status, json.dumps(body).encode())
+
+
+def pieces(secret: str, size: int = 8) -> list[str]:
+    """Every run of ``size`` characters of ``secret``: what must not appear anywhere (a cut key leaves one)."""
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+def sqlite_text(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return json.dumps({t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables}, default=str)
+
+
+def test_a_key_echoed_by_the_server_never_reaches_rows_manifest_or_cache(small_build, tmp_path, monkeypatch, capsys):
+    secret = "LEAKY-" + secrets.token_hex(16)
+    monkeypatch.setenv("LEAK_TEST_KEY", secret)
+    folder, cache = tmp_path / "labelled", tmp_path / "cache"
+    server = KeyEchoServer().start()
+    try:
+        args = [
+            "label", str(small_build), "--out", str(folder), "--base-url", server.base_url, "--api-key-env",
+            "LEAK_TEST_KEY", "--judge-model", "fake-judge", "--mode", "json_object", "--sample-size", "6",
+            "--max-calls", "20", "--concurrency", "1", "--no-progress", "--set", f"cache_dir={cache}",
+            "--set", "max_retries=0", "--set", "max_reasks=0",
+        ]  # fmt: skip
+        assert main(args) == 0
+    finally:
+        server.stop()
+    assert set(server.keys) == {secret} and sorted(set(server.assigned.values())) == sorted(server.BEHAVIOURS)
+    rows = records_of(folder)
+    judged = {entry(r)["status"]: entry(r) for r in rows}
+    reasons = [entry(r)["reason"] or "" for r in rows]
+    # every echo was met: an HTTP error body, an error in a 200 body, a 200 that is no completion, an answer
+    # that fails the output schema (the key as a label), and a valid answer carrying the key
+    for expected in ("HTTP 401", "error in a 200 body", "not a chat completion", "invalid output after 0 re-asks"):
+        assert any(expected in reason and "***" in reason for reason in reasons), (expected, reasons)
+    assert judged["ok"]["rationale"] == "***"
+    manifest = (folder / "build_manifest.json").read_text()
+    captured = capsys.readouterr()
+    texts = {
+        "rows": json.dumps(rows, default=str),
+        "manifest": manifest,
+        "card": (folder / "README.md").read_text(),
+        "cache": sqlite_text(cache / "judge_cache.sqlite"),
+        "output": captured.out + captured.err,
+    }
+    for path in [*folder.rglob("*"), *cache.rglob("*")]:
+        if path.is_file():
+            texts[str(path)] = path.read_bytes().decode("latin-1")
+    leaks = {where: piece for where, text in texts.items() for piece in pieces(secret) if piece in text}
+    assert leaks == {}
+    assert "failure_reasons" in json.loads(manifest)["annotations"]["judge"]
+
+
+def test_base_url_is_recorded_without_userinfo_or_query(small_build, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("NO_JUDGE_KEY", raising=False)
+    server = FakeChatServer().start()
+    folder, cache = tmp_path / "labelled", tmp_path / "cache"
+    public = server.base_url  # http://127.0.0.1:PORT/v1
+    given = public.replace("http://", "http://someone:pw-SECRET-1234@") + "?sig=QUERY-SECRET-5678"
+    try:
+        args = [
+            "label", str(small_build), "--out", str(folder), "--base-url", given, "--api-key-env", "NO_JUDGE_KEY",
+            "--judge-model", "fake-judge", "--max-calls", "3", "--no-progress", "--set", f"cache_dir={cache}",
+        ]  # fmt: skip
+        assert main(args) == 0
+    finally:
+        server.stop()
+    assert len([r for r in server.requests if r.get("messages")]) == 3  # the query string stays after the path
+    manifest = json.loads((folder / "build_manifest.json").read_text())
+    judge = manifest["annotations"]["judge"]
+    assert judge["base_url"] == judge["params"]["base_url"] == public
+    assert manifest["recipe"]["annotations"]["judge"]["base_url"] == public
+    with sqlite3.connect(cache / "judge_cache.sqlite") as conn:
+        assert conn.execute("SELECT base_url FROM server_modes").fetchall() == [(public,)]
+    captured = capsys.readouterr()
+    everything = captured.out + captured.err + sqlite_text(cache / "judge_cache.sqlite")
+    everything += "".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
+    for secret in ("someone", "pw-SECRET-1234", "QUERY-SECRET-5678"):
+        assert secret not in everything
+
+
+def test_public_url_keeps_scheme_host_port_and_path_only():
+    assert public_url("https://openrouter.ai/api/v1") == "https://openrouter.ai/api/v1"
+    assert public_url("https://me:pass@Judge.Example.com:8443/api/v1/?key=abc#frag") == (
+        "https://judge.example.com:8443/api/v1/"
+    )
+    assert public_url("http://user@[::1]:8080/v1?x=1") == "http://[::1]:8080/v1"
+    assert public_url(" http://127.0.0.1:9/v1 ") == "http://127.0.0.1:9/v1"
+
+
+def test_plain_http_with_a_key_is_refused_except_to_loopback(tmp_path, monkeypatch):
+    secret = "sk-" + secrets.token_hex(12)
+    monkeypatch.setenv("MY_JUDGE_KEY", secret)
+    base = {"api_key_env": "MY_JUDGE_KEY", "models": ["m"], "cache_dir": str(tmp_path)}
+    for check_key in (True, False):  # a dry run (no key needed) would still send it to the model list
+        with pytest.raises(JudgeConfigError, match=r"plain http to http://judge\.example\.com/v1.*https://") as err:
+            JudgeMapper({**base, "base_url": "http://user:pw-XYZ-42@judge.example.com/v1?sig=1"}, False, check_key)
+        assert secret not in str(err.value) and "pw-XYZ-42" not in str(err.value) and "sig" not in str(err.value)
+    JudgeMapper({**base, "base_url": "https://judge.example.com/v1"}, progress=False)  # https: fine
+    JudgeMapper({**base, "base_url": "http://127.0.0.1:9/v1"}, progress=False)  # loopback: fine
+    monkeypatch.delenv("MY_JUDGE_KEY")
+    JudgeMapper({**base, "base_url": "http://judge.example.com/v1"}, progress=False, check_key=False)  # no key
 
 
 def test_missing_key_fails_before_any_request(monkeypatch):

@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCard, HfApi, constants, list_repo_refs, snaps
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from coord_bench.cli import main
-from coord_bench.publish import PushError, push
+from coord_bench.publish import PushError, _check_no_token, _local_file, push
 
 REPO = "ns/name"
 # huggingface_hub's own LFS PUT passes a file object as `data=`; httpx2 warns about it on every upload.
@@ -342,6 +342,49 @@ def test_a_file_holding_the_token_is_refused(hub_server, token, build_dir, tmp_p
 
     assert "reports/env.txt contains your Hub token" in str(exc.value) and token not in str(exc.value)
     assert hub_server.requests == []
+
+
+def test_a_file_holding_the_judge_api_key_is_refused(hub_server, token, build_dir, tmp_path, monkeypatch):
+    folder = copy_build(build_dir, tmp_path)
+    (folder / "reports").mkdir()
+    notes = folder / "reports" / "notes.txt"
+    default_key = "sk-or-v1-" + secrets.token_hex(16)
+    monkeypatch.setenv("OPENROUTER_API_KEY", default_key)  # the judge's default api_key_env
+    notes.write_text(f"judge: {default_key}\n")
+
+    with pytest.raises(PushError) as exc:
+        push(folder, REPO)
+    assert "reports/notes.txt contains the judge's API key ($OPENROUTER_API_KEY)" in str(exc.value)
+    assert default_key not in str(exc.value) and token not in str(exc.value)
+
+    # the variable the manifest's annotations.judge names instead
+    manifest = json.loads((folder / "build_manifest.json").read_text())
+    manifest.setdefault("annotations", {})["judge"] = {"api_key_env": "MY_JUDGE_KEY"}
+    (folder / "build_manifest.json").write_text(json.dumps(manifest))
+    own_key = "sk-" + secrets.token_hex(16)
+    monkeypatch.setenv("MY_JUDGE_KEY", own_key)
+    notes.write_text(f"judge: {own_key}\n")
+    with pytest.raises(PushError) as exc:
+        push(folder, REPO)
+    assert "reports/notes.txt contains the judge's API key ($MY_JUDGE_KEY)" in str(exc.value)
+    assert own_key not in str(exc.value)
+    assert hub_server.requests == []
+
+
+def test_secret_scan_finds_a_key_across_read_chunks_and_skips_an_unset_variable(tmp_path, monkeypatch):
+    key = "sk-" + secrets.token_hex(16)
+    monkeypatch.setenv("OPENROUTER_API_KEY", key)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"a" * ((1 << 20) - 10) + key.encode() + b"b" * 100)  # split by the 1 MiB reads
+    files = [_local_file("ok.txt", b"nothing to see"), _local_file("big.bin", big)]
+    with pytest.raises(PushError, match=r"big.bin contains the judge's API key \(\$OPENROUTER_API_KEY\)"):
+        _check_no_token(files, "hf_" + secrets.token_hex(20), {})
+    with pytest.raises(PushError, match="big.bin contains your Hub token"):
+        _check_no_token(files, key, {})  # the same value as both: named as the Hub token
+    monkeypatch.setenv("OPENROUTER_API_KEY", "")  # set but empty: nothing to look for
+    _check_no_token(files, "hf_" + secrets.token_hex(20), {})
+    monkeypatch.delenv("OPENROUTER_API_KEY")
+    _check_no_token(files, "hf_" + secrets.token_hex(20), {"annotations": {"judge": {"api_key_env": "UNSET_VAR"}}})
 
 
 # -- visibility, branches, validity, shard size --------------------------------------------------------------

@@ -195,3 +195,15 @@ def test_dry_run_checks_a_mapping_section(tmp_path, capsys):
     assert build(recipe, "--dry-run") == 2
     err = capsys.readouterr().err
     assert "sources[0].mapping:" in err and "sideways" in err
+
+
+def test_the_recorded_recipe_never_holds_url_credentials():
+    from coord_bench.recipe import to_plan
+
+    recipe = load_recipe(RECIPES / "sample.yaml")
+    secret_url = "https://user:s3cret@judge.example/v1?api-key=s3cret"
+    recipe["annotations"] = {"judge": {"enabled": True, "base_url": secret_url}}
+    plan = to_plan(recipe)
+    assert plan.annotations["judge"]["base_url"] == secret_url  # the judge itself still reaches its server
+    assert plan.recipe["annotations"]["judge"]["base_url"] == "https://judge.example/v1"
+    assert "s3cret" not in json.dumps(plan.recipe)

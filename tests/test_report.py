@@ -33,13 +33,15 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from coord_bench.cli import main
 from coord_bench.dataset_dir import iter_rows, read_manifest, shard_files
-from coord_bench.report import FIGURES_FILE, card_figures, estimates
+from coord_bench.mappers.latents.quality import probe_report
+from coord_bench.report import FIGURES_FILE, card_figures, probe_estimates, r2_estimates
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
@@ -284,30 +286,55 @@ def _annotated_copy(built: Path, dest: Path) -> Path:
     pq.write_table(
         pa.Table.from_pylist(rows, schema=features().arrow_schema), dest / "all" / "train-00000-of-00001.parquet"
     )
-    quality = {
-        "method": "lds",
+    (dest / "reports").mkdir()
+    (dest / "reports" / "latent_quality.json").write_text(json.dumps(latent_quality()))
+    return dest
+
+
+def latent_quality() -> dict:
+    """A latent quality report in the layout the latents mapper writes; the probes come from the real
+    ``probe_report`` (one fitted with a token baseline, one with too little data)."""
+    rng = np.random.default_rng(3)
+    y = np.array(["model_a", "model_b"] * 20)
+    groups = np.repeat(np.arange(10), 4)
+    signal = (y == "model_a").astype(float)[:, None]
+    features = {
+        "tokens": rng.normal(size=(40, 2)),
+        "latents": signal + rng.normal(scale=0.8, size=(40, 3)),
+        "latents_plus_tokens": signal + rng.normal(scale=0.8, size=(40, 5)),
+    }
+    return {
+        "method": "lds-em",
+        "model_hash": "0" * 64,
         "k": 3,
         "train_sequences": 18,
         "held_out_sequences": 5,
         "next_turn_r2": {
-            "latent": {"r2": 0.42, "ci": [0.31, 0.50]},
-            "baselines": {
-                "train_mean": {"r2": -0.01, "ci": [-0.05, 0.02]},
-                "copy_last": {"r2": 0.20, "ci_low": 0.1, "ci_high": 0.3},
-                "pca_no_dynamics": {"r2": 0.12},
-            },
+            "method": "lds-em",
+            "model_hash": "0" * 64,
+            "n_predicted_turns": 12,
+            "model": 0.42,
+            "train_mean": 0.0,
+            "copy_last": 0.20,
+            "pca_no_dynamics": float("nan"),  # what _pooled_r2 gives when the held-out turns do not vary
+            "pca_rrr": 0.12,
         },
+        "stability": {"method": "lds-em", "max_angle_deg": 4.31, "mean_angle_deg": 2.0, "angles_deg": [1.0, 4.31]},
         "probes": {
-            "arena_winner": {
-                "tokens": {"auc": 0.61, "auc_ci": [0.5, 0.7], "log_loss": 0.69},
-                "latents": {"auc": {"mean": 0.66, "low": 0.55, "high": 0.77}},
+            "arena_winner": probe_report(features, y, groups, seed=0, n_boot=50, baseline="tokens"),
+            "debate_answer_correct": probe_report(
+                {"tokens": np.zeros((6, 2))}, np.array(["T", "F"] * 3), np.arange(6), 0
+            ),
+            "debate_decision_success": {
+                "status": "insufficient data",
+                "reason": "no grouped split keeps every class in training",
+                "n_rows": 12,
+                "n_groups": 4,
+                "class_counts": {"False": 9, "True": 3},
+                "groups_per_class": {"False": 4, "True": 2},
             },
-            "debate_answer_correct": {"skipped": "one class in the held-out folds"},
         },
     }
-    (dest / "reports").mkdir()
-    (dest / "reports" / "latent_quality.json").write_text(json.dumps(quality))
-    return dest
 
 
 def test_annotation_figures_are_drawn_when_their_data_exists(built, tmp_path, capsys):
@@ -331,8 +358,19 @@ def test_annotation_figures_are_drawn_when_their_data_exists(built, tmp_path, ca
         assert part[1].strip() == f"judge statuses judge-a: ok {source['normalized']}"
         assert sum(int(n) for n in re.findall(r"\d+", part[2])) == source["normalized"]
     r2 = next(f for f in listed["figures"] if f["file"] == "latent_next_turn_r2.png")
-    assert "4 of 4 estimates" not in r2["caption"] and "3 of 4 estimates have one" in r2["caption"]
-    assert any("debate_answer_correct (one class in the held-out folds)" in line for line in listed["not_drawn"])
+    assert "(lds-em) and its baselines on 12 predicted turns" in r2["caption"]
+    assert "Not a finite number, not drawn: pca_no_dynamics." in r2["caption"]
+    assert "at most 4.3° apart" in r2["caption"]  # the stability section
+    auc = next(f for f in listed["figures"] if f["file"] == "latent_probe_auc.png")
+    assert "arena_winner: 40 rows, StratifiedGroupKFold with 5 folds" in auc["caption"]
+    assert "AUC gain over tokens: latents +" in auc["caption"]  # the paired differences to the token baseline
+    # probes with too little data: their status, their reason when they give one, and the counts
+    insufficient = [line for line in listed["not_drawn"] if line.startswith("Probe AUC, insufficient data: ")]
+    assert insufficient == [
+        "Probe AUC, insufficient data: debate_answer_correct (6 rows in 6 groups; groups per class F 3, T 3), "
+        "debate_decision_success (no grouped split keeps every class in training; 12 rows in 4 groups; "
+        "groups per class False 4, True 2)."
+    ]
     # the card links the figures repo-relatively
     from coord_bench.card import render_card
 
@@ -347,33 +385,45 @@ def test_card_has_no_figures_section_without_a_report(tmp_path):
     assert card_figures(tmp_path) == ""
 
 
-@pytest.mark.parametrize(
-    ("section", "metric", "leaves", "expected"),
-    [
-        (
-            {"latent": {"r2": 0.4, "ci": [0.3, 0.5]}, "baselines": {"mean": {"r2": 0.0}}},
-            "r2",
-            True,
-            [("latent", 0.4, 0.3, 0.5), ("baselines / mean", 0.0, None, None)],
-        ),
-        (
-            {"latent": 0.4, "copy_last": 0.1, "n_test": 50},
-            "r2",
-            True,
-            [("latent", 0.4, None, None), ("copy_last", 0.1, None, None)],
-        ),
-        ([{"model": "latent", "r2": 0.4, "r2_low": 0.3, "r2_high": 0.5}], "r2", True, [("latent", 0.4, 0.3, 0.5)]),
-        (
-            {"latents": {"log_loss": 0.6, "auc": 0.7, "auc_interval": {"low": 0.6, "high": 0.8}, "n": 40}},
-            "auc",
-            False,
-            [("latents", 0.7, 0.6, 0.8)],
-        ),
-        ({"tokens": {"auc": {"value": 0.55, "ci95": [0.5, 0.6]}}}, "auc", False, [("tokens", 0.55, 0.5, 0.6)]),
-        ({"tokens": {"log_loss": 0.6}}, "auc", False, []),
-        ({"skipped": "no held-out sequences"}, "r2", True, []),
-    ],
-)
-def test_latent_quality_reader_is_tolerant(section, metric, leaves, expected):
-    found = [(e.label, e.value, e.low, e.high) for e in estimates(section, metric, leaves=leaves)]
-    assert found == expected
+def test_latent_quality_is_read_in_the_layout_the_mapper_writes():
+    quality = latent_quality()
+    r2, not_finite = r2_estimates(quality["next_turn_r2"])
+    assert [(e.label, e.value, e.low, e.high) for e in r2] == [
+        ("model", 0.42, None, None),
+        ("train_mean", 0.0, None, None),
+        ("copy_last", 0.2, None, None),
+        ("pca_rrr", 0.12, None, None),
+    ]  # method, model_hash and n_predicted_turns are not estimates
+    assert not_finite == ["pca_no_dynamics"]
+    probe = quality["probes"]["arena_winner"]
+    assert probe["status"] == "ok"
+    found = probe_estimates(probe)
+    assert [e.label for e in found] == ["tokens", "latents", "latents_plus_tokens"]
+    for estimate in found:
+        result = probe["features"][estimate.label]
+        assert (estimate.value, estimate.low, estimate.high) == (result["auc"], *result["auc_ci"])
+        assert estimate.low <= estimate.value <= estimate.high
+    assert probe_estimates(quality["probes"]["debate_answer_correct"]) == []  # insufficient data: no features
+
+
+def test_report_of_a_build_with_latents(tmp_path, monkeypatch):
+    """The report of a real `--annotate latents` build reads the quality report the build wrote."""
+    monkeypatch.setenv("COORD_BENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "latents"
+    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "latents"]) == 0
+    assert main(["report", str(out)]) == 0
+    quality = json.loads((out / "reports" / "latent_quality.json").read_text())
+    listed = json.loads((out / "report" / FIGURES_FILE).read_text())
+    files = [f["file"] for f in listed["figures"]]
+    assert "latent_trajectories.png" in files and "latent_next_turn_r2.png" in files
+    r2 = next(f for f in listed["figures"] if f["file"] == "latent_next_turn_r2.png")
+    assert f"on {quality['next_turn_r2']['n_predicted_turns']} predicted turns" in r2["caption"]
+    for target, probe in quality["probes"].items():
+        if probe["status"] == "ok":
+            assert "latent_probe_auc.png" in files and f"{target}: {probe['n_rows']} rows" in "".join(
+                f["caption"] for f in listed["figures"]
+            )
+        else:  # the embedded default is small: the probes say why they were not fitted
+            line = next(x for x in listed["not_drawn"] if x.startswith(f"Probe AUC, {probe['status']}: "))
+            reason = f"{probe['reason']}; " if probe.get("reason") else ""
+            assert f"{target} ({reason}{probe['n_rows']} rows in {probe['n_groups']} groups; " in line

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-AVAILABLE = ("tokens", "embeddings", "latents", "rules", "judge")
+AVAILABLE = ("tokens", "embeddings", "latents", "rules", "judge")  # also the order the layers run in
 REQUIRES = {"latents": ("embeddings", "tokens"), "rules": ("tokens", "embeddings")}
 
 
@@ -20,7 +20,10 @@ def resolve(names: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name in list(wanted):
         for needed in REQUIRES.get(name, ()):
             wanted.setdefault(needed, {})
-    return {name: wanted[name] for name in ("tokens", "embeddings", "latents", "rules", "judge") if name in wanted}
+    unknown = sorted(set(wanted) - set(AVAILABLE))
+    if unknown:
+        raise ValueError(f"unknown annotation layer(s) {', '.join(unknown)}; known: {', '.join(AVAILABLE)}")
+    return {name: wanted[name] for name in AVAILABLE if name in wanted}
 
 
 def build_mappers(annotations: dict[str, dict[str, Any]], out_dir: Path, progress: bool = True) -> list[Any]:
@@ -44,12 +47,8 @@ def build_mappers(annotations: dict[str, dict[str, Any]], out_dir: Path, progres
 
             embedder = next(m.embedder for m in mappers if isinstance(m, EmbeddingsMapper))
             mappers.append(RulesMapper(params, embedder))
-        elif name == "judge":
+        else:  # judge
             from coord_bench.mappers.judge import JudgeMapper
 
             mappers.append(JudgeMapper(params, progress=progress))
-        else:
-            raise ValueError(
-                f"annotation {name!r} is not available in this version (available: {', '.join(AVAILABLE)})"
-            )
     return mappers

@@ -1,15 +1,15 @@
 """Sentence embeddings of message texts, each distinct text encoded once and cached by content.
 
 The cache is a SQLite file keyed by sha256(model id, text): a rebuild, or a build resumed after a crash,
-re-encodes nothing it already has. Texts longer than the model's ``max_seq_length`` word pieces are split
-into consecutive windows of that many word pieces; the window embeddings are averaged, weighted by their
-word-piece counts, and re-normalized to unit length (MiniLM's own output is unit length).
+re-encodes nothing it already has. Texts longer than the model's ``max_seq_length`` word pieces (256 for
+MiniLM) are split into consecutive windows of ``max_seq_length - 2`` word pieces (room for the two special
+tokens); the window embeddings are averaged, weighted by their word-piece counts, and re-normalized to unit
+length (MiniLM's own output is unit length).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from coord_bench.resources import default_cache_dir
+
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("COORD_BENCH_CACHE", Path.home() / ".cache" / "coord_bench"))
 
 
 def text_key(model_id: str, text: str) -> str:
@@ -114,6 +112,8 @@ class Embedder:
         by_key = {self.key(t): t for t in texts}
         self.distinct.update(by_key)
         todo = sorted((by_key[k] for k in self.cache.missing(list(by_key))), key=len)  # similar lengths batch well
+        if not todo:
+            return 0
         with tqdm(total=len(todo), desc="embedding", unit="text", disable=not self.progress) as bar:
             for start in range(0, len(todo), self.batch_size * 8):
                 chunk = todo[start : start + self.batch_size * 8]

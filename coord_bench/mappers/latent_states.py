@@ -52,10 +52,10 @@ def sequence_of(record: dict[str, Any], embedder: Embedder) -> tuple[np.ndarray,
     drives = _drive_texts(record)
     outputs = _output_texts(record)
     vectors = embedder.vectors(drives + [t for turn in outputs for t in turn])
-    U = vectors[: len(drives)].astype(np.float64)
+    U = vectors[: len(drives)]  # float32, as cached: the model fits in float32 memory and computes in float64
     rows, position = [], len(drives)
     for texts in outputs:
-        block = vectors[position : position + len(texts)].astype(np.float64)
+        block = vectors[position : position + len(texts)]
         position += len(texts)
         rows.append(np.concatenate([block.mean(axis=0), (block[0] - block[-1]) / 2]))
     return U, np.stack(rows)

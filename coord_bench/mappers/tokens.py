@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from coord_bench.resources import default_cache_dir
+
 ENCODING = "cl100k_base"
 _CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 TASK_FIELDS = ("instruction", "input", "context", "setting")
@@ -36,7 +38,7 @@ def _bundled_cache_dir() -> Path:
         for p in tiktoken_ext.__path__
         if (Path(p) / "data" / "cl100k_base.tiktoken").is_file()
     )
-    cache = Path(os.environ.get("COORD_BENCH_CACHE", Path.home() / ".cache" / "coord_bench")) / "tiktoken"
+    cache = default_cache_dir() / "tiktoken"
     target = cache / hashlib.sha1(_CL100K_URL.encode()).hexdigest()
     if not target.is_file():
         cache.mkdir(parents=True, exist_ok=True)

@@ -160,6 +160,10 @@ class SourceAdapter(ABC):
     FIELD_MAP: ClassVar[dict[str, str]]  # source field -> the column it fills
     KEPT_IN_EXTRAS: ClassVar[dict[str, str]] = {}  # source field -> what it is (documentation of extras)
     DROPPED: ClassVar[dict[str, str]] = {}  # source field -> why it has no column
+    # What the dataset card says of a source: one line of what it is, its caveats, its split group key
+    SUMMARY: ClassVar[str] = ""
+    CAVEATS: ClassVar[tuple[str, ...]] = ()
+    GROUP_KEY: ClassVar[str] = ""
 
     def __init__(self, spec: SourceSpec):
         self.spec = spec

@@ -19,7 +19,7 @@ class ChatbotArena(SourceAdapter):
     hub_repo_id = "lmsys/chatbot_arena_conversations"
     license = "cc-by-4.0 (prompts) / cc-by-nc-4.0 (model outputs); gated: accept the terms on the Hub"
     interaction = "pairwise_comparison"
-    file_patterns = ("data/*.parquet", "*.parquet", "*.jsonl", "*.jsonl.gz", "data/*.jsonl")
+    file_patterns = ("**/*.parquet", "**/*.jsonl", "**/*.jsonl.gz")
     FIELD_MAP = {
         "question_id": "source_id (id = '<source>:<question_id>')",
         "model_a": "agents[model_a].model",
@@ -33,6 +33,15 @@ class ChatbotArena(SourceAdapter):
         "tstamp": "timestamp",
         "toxic_chat_tag": "safety.toxic_chat_*",
     }
+    SUMMARY = "pairwise model battles with human winner votes (Chatbot Arena)"
+    CAVEATS = (
+        "gated: its terms must be accepted on the Hub; conversations may contain unsafe content (the moderation "
+        "and toxicity flags are kept in `safety`)",
+        "`outcome.judge` is a pseudonymous human voter, not a model; language tags are unreliable",
+        "human preferences are confounded with response length: compare with token counts before crediting "
+        "anything else",
+    )
+    GROUP_KEY = "the first user prompt, lower-cased with whitespace collapsed"
     KEPT_IN_EXTRAS = {
         "anony": "whether the battle was anonymous",
         "openai_moderation": "the full result; summarised in safety.moderation_flagged/_categories/_max_score",

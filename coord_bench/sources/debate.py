@@ -55,6 +55,13 @@ class Debate(SourceAdapter):
         "globalMemory": "turns (turn, message_id, agent_id, contribution -> kind, message -> text, agreement, "
         "solution, memory_ids -> visible_message_ids)",
     }
+    SUMMARY = "multi-agent MALLM debates with decision outcomes (DEBATE, or raw MALLM output)"
+    CAVEATS = (
+        "`decisionSuccess` means the protocol reached a decision, not that the answer is right; "
+        "`outcome.answer_correct` is derived against the references",
+        "messages are long and repetitive across turns (one model family, Llama-3.3-70B)",
+    )
+    GROUP_KEY = "the exampleId (the same question recurs across configs)"
     KEPT_IN_EXTRAS = {
         "dataset": "raw MALLM: the task file the run used",
         "datasetId": "raw MALLM: the task's id in that file",

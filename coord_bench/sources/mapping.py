@@ -520,6 +520,9 @@ class Mapping(SourceAdapter):
     license = DEFAULT_LICENSE
     interaction = "multi_agent_chat"
     file_patterns = DEFAULT_FILES
+    SUMMARY = "multi-agent logs mapped by field paths from a recipe's mapping section"
+    CAVEATS = ("its meaning depends on the mapping recipe recorded in the Rebuild section",)
+    GROUP_KEY = "mapping.group_by, else the normalized task input, else the conversation id"
     FIELD_MAP = {
         "mapping.conversation_id": "source_id; id = '<source>:<conversation id>' (without it: a content hash)",
         "mapping.messages / mapping.turns": "turns[].messages (turns: one turn each)",
@@ -558,8 +561,6 @@ class Mapping(SourceAdapter):
         self.interaction = self.options.interaction
         self._tree = self._mapped_tree()
         self._extras: dict[str, Any] = {}
-
-    check_mapping = staticmethod(check_mapping)
 
     # -- reading
 

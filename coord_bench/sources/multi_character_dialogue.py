@@ -26,6 +26,13 @@ class MultiCharacterDialogue(SourceAdapter):
     license = "cc-by-4.0"
     interaction = "multi_character_scene"
     file_patterns = ("**/*.jsonl.gz", "**/*.jsonl")
+    SUMMARY = "multi-character scenes (multi-character-dialogue)"
+    CAVEATS = (
+        "synthetic (written by GPT-4): its agents are fictional characters",
+        "speakers are matched to character names leniently (case, spacing, first names); unmatched speakers "
+        "appear as agents with `in_source_roster = false`",
+    )
+    GROUP_KEY = "the setting, lower-cased with whitespace collapsed"
     FIELD_MAP = {
         "setting": "task.setting and split group (normalized)",
         "characters": "agents (name -> name, description -> description, role 'character')",

@@ -2,13 +2,14 @@
 
 Each reader yields ``(index, value)`` for good records and ``(index, ReadFailure)`` for a record it could
 not parse, so that a bad line becomes a reject with a reason instead of ending the build. Memory stays
-bounded by one record: a DEBATE config file (100 rows of up to 4 MB) is never held whole.
+bounded by one element of a JSON array: a DEBATE config file (100 rows of up to 4 MB) is never held whole.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,18 @@ def iter_json(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield the elements of a top-level JSON array one at a time, or a lone top-level object as element 0.
 
     Uses ``json.JSONDecoder.raw_decode`` on a sliding buffer: an element is parsed once it is complete,
-    then dropped from the buffer.
+    then dropped from the buffer. A lone top-level object (older MALLM output, or a mapping source's
+    ``{"conversations": [...]}``) is one value and is read whole.
     """
+    index = 0
+    try:
+        for index, value in _iter_json(path):
+            yield index, value
+    except UnicodeDecodeError as err:
+        yield index, ReadFailure(f"{path.name} is not UTF-8 text: {err.reason} at byte {err.start}")
+
+
+def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
     decoder = json.JSONDecoder()
     with open(path, encoding="utf-8") as handle:
         buf = handle.read(_CHUNK)
@@ -58,6 +69,9 @@ def iter_json(path: Path) -> Iterator[tuple[int, Any]]:
         while True:
             pos = _skip_ws(buf, pos)
             if pos < len(buf) and buf[pos] == "]":
+                rest = (buf[pos + 1:] + handle.read()).strip()
+                if rest:
+                    yield index, ReadFailure(f"unexpected content after the JSON array's closing ']': {rest[:40]!r}")
                 return
             if expect_comma:
                 if pos < len(buf) and buf[pos] == ",":
@@ -108,7 +122,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 except json.JSONDecodeError as err:
                     yield index, ReadFailure(f"line {line_no} is not valid JSON: {err.msg} at column {err.colno}")
                 index += 1
-        except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as err:
+        except (EOFError, OSError, zlib.error, UnicodeDecodeError) as err:  # BadGzipFile is an OSError
             yield index, ReadFailure(f"the file is cut off or corrupt after {index} records: {err}")
 
 

@@ -18,7 +18,10 @@ the probe is paid once per server, not once per run.
 Errors are typed so the caller can retry the right ones: ``RateLimited`` (429, with Retry-After),
 ``ServerError`` (5xx), ``RequestTimeout``, ``ConnectionFailed``, ``BadResponse`` (a 200 whose body is not
 a chat completion, e.g. truncated JSON) are transient; ``ClientError`` (other 4xx) and ``ModeRejected`` are
-not. The API key is sent in the Authorization header only; every error text has it redacted.
+not. The API key is sent in the Authorization header only. Whatever comes back from the server (error texts,
+the judgement text) has the key redacted over its whole length before it is cut to size, so no piece of the
+key can reach an error reason, a row, the manifest or the cache; the base URL's userinfo and query string
+are redacted too, and only :func:`public_url` (scheme, host, port and path) is ever recorded.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import email.utils
 import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import httpx
 
@@ -104,6 +108,25 @@ def is_openrouter(base_url: str) -> bool:
 
 def is_loopback(base_url: str) -> bool:
     return host(base_url) in ("127.0.0.1", "localhost", "::1")
+
+
+def public_url(base_url: str) -> str:
+    """``scheme://host[:port]/path`` of ``base_url``, the only form of it that is ever recorded (manifest,
+    recipe, card, cache): userinfo (``user:password@``), query string and fragment are dropped."""
+    parts = urlsplit(base_url.strip())
+    name = parts.hostname or ""
+    netloc = f"[{name}]" if ":" in name else name
+    try:
+        port = parts.port
+    except ValueError:  # not a number: keep nothing of it
+        port = None
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _no_redaction(text: str) -> str:
+    return text
 
 
 def known_mode(base_url: str) -> str | None:
@@ -209,10 +232,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def parse_reply(mode: str, data: Any) -> Reply:
-    """The judgement text and usage of a chat completion; BadResponse when it is not one."""
+def parse_reply(mode: str, data: Any, redact: Callable[[str], str] = _no_redaction) -> Reply:
+    """The judgement text and usage of a chat completion; BadResponse when it is not one. ``redact`` is applied
+    to every text taken from ``data`` (the judgement text and the error reason) before it is cut."""
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        raise BadResponse(f"not a chat completion: {json.dumps(data)[:200]}")
+        raise BadResponse(f"not a chat completion: {redact(json.dumps(data))[:200]}")
     choice = data["choices"][0]
     message = choice.get("message") or {}
     text = message.get("content")
@@ -222,7 +246,7 @@ def parse_reply(mode: str, data: Any) -> Reply:
     usage = data.get("usage") or {}
     cost = usage.get("cost")
     return Reply(
-        text=text if isinstance(text, str) else None,
+        text=redact(text) if isinstance(text, str) else None,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
@@ -248,16 +272,32 @@ class ChatClient:
         self, base_url: str, api_key: str | None, timeout_s: float, http: httpx.AsyncClient | list[httpx.AsyncClient]
     ):
         self.base_url = base_url.rstrip("/")
+        self.public_url = public_url(self.base_url)
         self._key = api_key
+        parts = urlsplit(self.base_url)
+        # what must never be shown: the key, and the base URL's password and query string (the URL as given
+        # is replaced by its public form first, so its userinfo goes as a whole)
+        self._secrets = [(self.base_url, self.public_url)] if self.base_url != self.public_url else []
+        self._secrets += [(s, "***") for s in (parts.password, parts.query) if s and len(s) >= 4]
+        self._secrets += [(api_key, "***")] if api_key else []
         self.timeout_s = timeout_s
         self.clients = list(http) if isinstance(http, list) else [http]
         self._free: asyncio.Queue | None = None
 
-    def __repr__(self) -> str:  # never show the key
-        return f"ChatClient({self.base_url!r})"
+    def __repr__(self) -> str:  # never show the key, nor the URL's userinfo or query
+        return f"ChatClient({self.public_url!r})"
 
     def redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        """``text`` with the key (and the base URL's password and query) replaced; apply it to the whole text,
+        then cut: a cut first could leave a piece of the key that no replacement finds."""
+        for secret, replacement in self._secrets:
+            text = text.replace(secret, replacement)
+        return text
+
+    def _url(self, suffix: str) -> str:
+        """``{base_url}{suffix}``, keeping a query string of the base URL after the path."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Title": "coord_bench judge"}
@@ -276,19 +316,19 @@ class ChatClient:
         http = await self._free.get()
         try:
             response = await asyncio.wait_for(
-                http.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers()),
+                http.post(self._url("/chat/completions"), json=body, headers=self._headers()),
                 timeout=self.timeout_s,
             )
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise RequestTimeout(f"no response within {self.timeout_s:g} s") from None
         except httpx.ConnectError as err:
-            raise ConnectionFailed(self.redact(f"cannot connect to {self.base_url}: {err}")) from None
+            raise ConnectionFailed(self.redact(f"cannot connect to {self.public_url}: {err}")) from None
         except httpx.TransportError as err:  # the connection broke after the request was sent
             error = BadResponse(self.redact(f"connection broken during the response: {type(err).__name__}: {err}"))
             raise error from None
         finally:
             self._free.put_nowait(http)
-        text = self.redact(response.text[:500])
+        text = self.redact(response.text)[:500]  # redacted whole, then cut
         status = response.status_code
         if status == 429:
             raise RateLimited(f"HTTP 429: {text[:200]}", parse_retry_after(response.headers.get("Retry-After")))
@@ -305,16 +345,17 @@ class ChatClient:
             raise BadResponse(f"HTTP {status} with a body that is not JSON: {text[:120]!r}") from None
         if isinstance(data, dict) and data.get("error") and not data.get("choices"):
             error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
-            message = self.redact(str(error.get("message", ""))[:200])
+            message = self.redact(str(error.get("message", "")))[:200]
             if error.get("code") == 429:
                 raise RateLimited(f"error 429 in the body: {message}", None)
-            raise ServerError(f"error in a 200 body (code {error.get('code')}): {message}")
-        return parse_reply(mode, data)
+            code = self.redact(str(error.get("code")))[:40]
+            raise ServerError(f"error in a 200 body (code {code}): {message}")
+        return parse_reply(mode, data, self.redact)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """``GET {base_url}/models`` (OpenRouter lists prices there); [] when the server has no such list."""
         try:
-            response = await self.clients[0].get(f"{self.base_url}/models", headers=self._headers(), timeout=30)
+            response = await self.clients[0].get(self._url("/models"), headers=self._headers(), timeout=30)
             data = response.json() if response.status_code == 200 else {}
         except (httpx.HTTPError, ValueError):
             return []

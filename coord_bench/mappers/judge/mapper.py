@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
@@ -45,6 +46,7 @@ from coord_bench.mappers.judge.client import (
     RateLimited,
     is_loopback,
     known_mode,
+    public_url,
 )
 from coord_bench.mappers.judge.prompt import (
     PROMPT_VERSION,
@@ -153,7 +155,7 @@ def _run_sync(coro: Any) -> Any:
 def default_cache_path(cache_dir: str | None) -> Any:
     from pathlib import Path
 
-    from coord_bench.mappers.embeddings import default_cache_dir
+    from coord_bench.resources import default_cache_dir
 
     return (Path(cache_dir) if cache_dir else default_cache_dir() / "judge") / "judge_cache.sqlite"
 
@@ -196,7 +198,9 @@ class JudgeMapper:
         if unknown:
             raise JudgeConfigError(f"annotations.judge: unknown parameter(s) {', '.join(unknown)}")
         self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k != "enabled" and v is not None}}
+        self.given = {k: v for k, v in params.items() if k != "enabled"}  # as given, for the manifest
         p = self.params
+        self.public_url = public_url(p["base_url"])  # the only form of base_url ever recorded
         if p["prompt_version"] != PROMPT_VERSION:
             raise JudgeConfigError(
                 f"annotations.judge.prompt_version: this coord_bench has prompt {PROMPT_VERSION}, "
@@ -213,8 +217,14 @@ class JudgeMapper:
         self._key = os.environ.get(p["api_key_env"]) or None
         if check_key and self._key is None and not is_loopback(p["base_url"]):
             raise JudgeConfigError(
-                f"the judge needs an API key for {p['base_url']}: set the environment variable ${p['api_key_env']} "
-                "(or annotations.judge.api_key_env), or point base_url at a local server"
+                f"the judge needs an API key for {self.public_url}: set the environment variable "
+                f"${p['api_key_env']} (or annotations.judge.api_key_env), or point base_url at a local server"
+            )
+        plain_http = urlsplit(p["base_url"].strip()).scheme == "http"
+        if self._key is not None and plain_http and not is_loopback(p["base_url"]):
+            raise JudgeConfigError(
+                f"refusing to send the API key from ${p['api_key_env']} over plain http to {self.public_url}: "
+                "use an https:// base_url (plain http is allowed only to a loopback server: 127.0.0.1, localhost, ::1)"
             )
         self.schema = output_schema()
         self.schema_version = output_schema_version()
@@ -233,7 +243,7 @@ class JudgeMapper:
         self.mode_fixed = p["mode"] != "auto"
         self.mode_resolved = self.mode is not None
         if not self.mode_resolved:
-            remembered = self.cache.server_mode(p["base_url"].rstrip("/"))
+            remembered = self.cache.server_mode(self.public_url.rstrip("/"))
             self.mode, self.mode_resolved = (remembered, True) if remembered else ("json_schema", False)
         self.abort_reason: str | None = None
         self._consecutive_failures = 0
@@ -512,7 +522,7 @@ class JudgeMapper:
                     continue
                 if probing or not self.mode_resolved:
                     self.mode_resolved = True
-                    self.cache.set_server_mode(p["base_url"].rstrip("/"), mode)
+                    self.cache.set_server_mode(self.public_url.rstrip("/"), mode)
             finally:
                 if probing:
                     self._mode_lock.release()
@@ -711,14 +721,24 @@ class JudgeMapper:
             }
         return out
 
+    def recorded_params(self) -> dict[str, Any]:
+        """The parameters as given, as the manifest and the recipe record them: base_url in its public form."""
+        given = dict(self.given)
+        if given.get("base_url") is not None:
+            given["base_url"] = public_url(given["base_url"])
+        return given
+
     def describe(self) -> dict[str, Any]:
+        """The manifest's ``annotations.judge``. Its ``params`` replaces the builder's copy of the parameters
+        (the manifest entry is ``{"params": ..., **describe()}``), so that base_url is recorded public there too."""
         c = self.counters
         statuses = Counter(e["status"] for by_model in self.entries.values() for e in by_model.values())
         if self.design and self.design["population"] > self.design["size"]:  # per (row, model), like the others
             statuses["not_sampled"] = (self.design["population"] - self.design["size"]) * len(self.models)
         return {
+            "params": self.recorded_params(),
             "models": self.models,
-            "base_url": self.params["base_url"],
+            "base_url": self.public_url,
             "api_key_env": self.params["api_key_env"],
             "prompt_version": PROMPT_VERSION,
             "schema_version": self.schema_version,

@@ -42,9 +42,9 @@ def _iter_batches(folder: Path, manifest: dict[str, Any], columns: list[str] | N
 
 
 def _max_shard_bytes(manifest: dict[str, Any]) -> int:
-    from coord_bench.recipe import _size
+    from coord_bench.writer import parse_size
 
-    return _size(((manifest.get("recipe") or {}).get("output") or {}).get("max_shard_size", "100MB"))
+    return parse_size(((manifest.get("recipe") or {}).get("output") or {}).get("max_shard_size", "100MB"))
 
 
 def label_build(
@@ -100,7 +100,7 @@ def label_build(
                 for record in rows:
                     errors = list(record_errors(record))
                     if errors:
-                        raise RuntimeError(f"labelled record {record['id']} breaks the schema: {'; '.join(errors[:3])}")
+                        raise ValueError(f"labelled record {record['id']} breaks the schema: {'; '.join(errors[:3])}")
                     writers.add(record)
         counts[config] = writers.close()[config]
     for config in manifest["configs"]:
@@ -108,7 +108,7 @@ def label_build(
         (staging / config).replace(target / config)
     shutil.rmtree(staging, ignore_errors=True)
 
-    saved = {k: v for k, v in params.items() if k != "enabled"}
+    saved = mapper.recorded_params()  # base_url without userinfo or query
     manifest.setdefault("annotations", {})["judge"] = {"params": saved, **mapper.describe()}
     if manifest.get("recipe") is not None:
         manifest["recipe"].setdefault("annotations", {})["judge"] = {"enabled": True, **saved}
