@@ -2,14 +2,13 @@
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
+from realdata import REAL
 
 from coord_bench.schema import record_errors
 from coord_bench.sources import ADAPTERS, Reject, SourceSpec
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 ROOTS = {
     "chatbot_arena": REAL / "chatbot_arena",
     "debate": REAL / "debate",

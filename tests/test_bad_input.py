@@ -2,16 +2,14 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from realdata import REAL
 
 from coord_bench.cli import main
 from coord_bench.locate import EMBEDDED_DIR
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 def build(tmp_path, *args):

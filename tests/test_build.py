@@ -1,16 +1,15 @@
 """The offline build end to end: CLI, validation, load_dataset by folder and by name, export, splits."""
 
 import json
-from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
+from realdata import REAL, source_dir_args
 
 import coord_bench
 from coord_bench.cli import main
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 CONFIGS = ["all", "chatbot_arena", "debate", "multi_character_dialogue"]
 
 
@@ -88,8 +87,7 @@ def test_split_groups_never_straddle_splits(default_build):
 def test_build_of_all_realdata_accounts_for_every_record(tmp_path):
     out = tmp_path / "real"
     args = ["build", "--out", str(out), "--no-progress"]
-    for name in ("chatbot_arena", "debate", "multi_character_dialogue"):
-        args += ["--source-dir", f"{name}={REAL / name}"]
+    args += source_dir_args()
     assert main(args) == 0
     manifest = json.loads((out / "build_manifest.json").read_text())
     arena_lines = len((REAL / "chatbot_arena" / "train.jsonl").read_text().splitlines())
@@ -148,8 +146,7 @@ def test_shards_stay_under_the_size_limit(tmp_path):
     out = tmp_path / "sharded"
     limit = 400 * 1024
     args = ["build", "--out", str(out), "--no-progress", "--max-shard-size", "400KB"]
-    for name in ("chatbot_arena", "debate", "multi_character_dialogue"):
-        args += ["--source-dir", f"{name}={REAL / name}"]
+    args += source_dir_args()
     assert main(args) == 0
     shards = sorted((out / "all").glob("*.parquet"))
     assert len(shards) > 3

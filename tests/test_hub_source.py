@@ -1,14 +1,12 @@
 """Sources read from a Hub dataset repo by id, through the real huggingface_hub client, on a loopback Hub."""
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
+from realdata import REAL
 
 from coord_bench.cli import main
 from coord_bench.locate import EMBEDDED_DIR, SourceLocationError, hub_source
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 def test_build_reads_debate_from_the_hub_with_a_pinned_revision(hub_server, tmp_path):

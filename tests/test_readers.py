@@ -2,14 +2,12 @@
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
+from realdata import REAL
 
 from coord_bench.sources import readers
 from coord_bench.sources.readers import ReadFailure, iter_json, iter_jsonl
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 @pytest.mark.parametrize("path", sorted((REAL / "debate").rglob("*.json")), ids=lambda p: p.name)

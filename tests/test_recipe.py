@@ -1,19 +1,18 @@
 """Declarative recipes: the sample recipe is the default build, overrides reach the build, errors help."""
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import DatasetCard
+from realdata import REAL
 
 from coord_bench.cli import main
 from coord_bench.recipe import RecipeError, load_recipe, validate_recipe
 from coord_bench.resources import resource_path
 
 RECIPES = resource_path("builder_scripts")
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 def rows(folder, config="all"):

@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from realdata import SOURCES, source_dir_args
 
 from coord_bench.cli import main
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.rules import DECISIVE, RulesMapper, final_messages, flag_agreement
 from coord_bench.sources.debate import answers_match
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-SOURCES = ("chatbot_arena", "debate", "multi_character_dialogue")
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("rules") / "out"
     args = ["build", "--no-progress", "--out", str(out), "--annotate", "rules"]
-    for name in SOURCES:
-        args += ["--source-dir", f"{name}={REAL / name}"]
+    args += source_dir_args()
     assert main(args) == 0
     return out
 

@@ -1,24 +1,21 @@
 """Token counts equal tiktoken's own on real texts; totals and efficiency metrics follow the documented formulas."""
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import tiktoken
+from realdata import REAL, source_dir_args
 
 from coord_bench.cli import main
 from coord_bench.mappers.tokens import TokensMapper, load_encoding, normalized_gini
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 @pytest.fixture(scope="module")
 def real_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok") / "out"
     args = ["build", "--no-progress", "--out", str(out), "--annotate", "tokens"]
-    for name in ("chatbot_arena", "debate", "multi_character_dialogue"):
-        args += ["--source-dir", f"{name}={REAL / name}"]
+    args += source_dir_args()
     assert main(args) == 0
     return out
 

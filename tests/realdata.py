@@ -1,0 +1,11 @@
+"""Where the real records of the three sources are (../shared/realdata, read in place, never copied)."""
+
+from pathlib import Path
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+SOURCES = ("chatbot_arena", "debate", "multi_character_dialogue")
+
+
+def source_dir_args(sources=SOURCES) -> list[str]:
+    """``--source-dir NAME=PATH`` for each source, pointing the build at its real records."""
+    return [arg for name in sources for arg in ("--source-dir", f"{name}={REAL / name}")]
