@@ -9,3 +9,11 @@ SOURCES = ("chatbot_arena", "debate", "multi_character_dialogue")
 def source_dir_args(sources=SOURCES) -> list[str]:
     """``--source-dir NAME=PATH`` for each source, pointing the build at its real records."""
     return [arg for name in sources for arg in ("--source-dir", f"{name}={REAL / name}")]
+
+
+def build_realdata(out: Path, *extra: str) -> Path:
+    """Build every source from its real records into ``out`` (``extra``: more build flags); return ``out``."""
+    from coord_bench.cli import main
+
+    assert main(["build", "--no-progress", "--out", str(out), *source_dir_args(), *extra]) == 0
+    return out

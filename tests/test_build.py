@@ -5,7 +5,7 @@ import json
 import datasets
 import pyarrow.parquet as pq
 import pytest
-from realdata import REAL, source_dir_args
+from realdata import REAL, build_realdata
 
 import coord_bench
 from coord_bench.cli import main
@@ -85,10 +85,7 @@ def test_split_groups_never_straddle_splits(default_build):
 
 
 def test_build_of_all_realdata_accounts_for_every_record(tmp_path):
-    out = tmp_path / "real"
-    args = ["build", "--out", str(out), "--no-progress"]
-    args += source_dir_args()
-    assert main(args) == 0
+    out = build_realdata(tmp_path / "real")
     manifest = json.loads((out / "build_manifest.json").read_text())
     arena_lines = len((REAL / "chatbot_arena" / "train.jsonl").read_text().splitlines())
     debate_rows = sum(
@@ -143,11 +140,8 @@ def test_export_seed_json_matches_the_seed_layout(default_build, tmp_path):
 
 
 def test_shards_stay_under_the_size_limit(tmp_path):
-    out = tmp_path / "sharded"
     limit = 400 * 1024
-    args = ["build", "--out", str(out), "--no-progress", "--max-shard-size", "400KB"]
-    args += source_dir_args()
-    assert main(args) == 0
+    out = build_realdata(tmp_path / "sharded", "--max-shard-size", "400KB")
     shards = sorted((out / "all").glob("*.parquet"))
     assert len(shards) > 3
     for shard in shards:

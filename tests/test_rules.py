@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from realdata import SOURCES, source_dir_args
+from realdata import SOURCES, build_realdata
 
-from coord_bench.cli import main
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.rules import DECISIVE, RulesMapper, final_messages, flag_agreement
 from coord_bench.sources.debate import answers_match
@@ -18,11 +17,7 @@ from coord_bench.sources.debate import answers_match
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rules") / "out"
-    args = ["build", "--no-progress", "--out", str(out), "--annotate", "rules"]
-    args += source_dir_args()
-    assert main(args) == 0
-    return out
+    return build_realdata(tmp_path_factory.mktemp("rules") / "out", "--annotate", "rules")
 
 
 @pytest.fixture(scope="module")

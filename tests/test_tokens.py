@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import tiktoken
-from realdata import REAL, source_dir_args
+from realdata import REAL, build_realdata
 
 from coord_bench.cli import main
 from coord_bench.mappers.tokens import TokensMapper, load_encoding, normalized_gini
@@ -13,11 +13,7 @@ from coord_bench.mappers.tokens import TokensMapper, load_encoding, normalized_g
 
 @pytest.fixture(scope="module")
 def real_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "out"
-    args = ["build", "--no-progress", "--out", str(out), "--annotate", "tokens"]
-    args += source_dir_args()
-    assert main(args) == 0
-    return out
+    return build_realdata(tmp_path_factory.mktemp("tok") / "out", "--annotate", "tokens")
 
 
 def records(out, config="all"):
