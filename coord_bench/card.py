@@ -6,7 +6,9 @@ The YAML's ``configs`` tell ``load_dataset`` which Parquet files make each confi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -155,26 +157,105 @@ def _annotations_section(manifest: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _load_examples(manifest: dict[str, Any], repo_id: str) -> str:
+    """``load_dataset`` lines for exactly the configs this build has rows in, the default one first."""
+    default = manifest["default_config"]
+    loadable = [name for name, info in manifest["configs"].items() if info["num_rows"]]
+    lines = []
+    for name in sorted(loadable, key=lambda n: n != default):
+        info = manifest["configs"][name]
+        split = next(s for s, count in info["splits"].items() if count)
+        variable = "ds_" + re.sub(r"\W", "_", name)
+        if name == default:
+            lines.append(f'ds = load_dataset("{repo_id}", "{name}")  # {", ".join(info["sources"])}; every split')
+            lines.append(f'stream = load_dataset("{repo_id}", "{name}", split="{split}", streaming=True)')
+        else:
+            lines.append(f'{variable} = load_dataset("{repo_id}", "{name}", split="{split}")')
+    return "\n".join(lines)
+
+
+def _public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as a card may show it: local folders (sources, output) appear by their name only, since a
+    path on the maintainer's machine is private."""
+    import copy
+
+    public = copy.deepcopy(recipe)
+    for source in public.get("sources", []):
+        location = source.get("location") or {}
+        if location.get("path"):
+            location["path"] = Path(str(location["path"])).name
+    if (public.get("output") or {}).get("dir"):
+        public["output"]["dir"] = Path(str(public["output"]["dir"])).name
+    return public
+
+
 def _recipe_block(manifest: dict[str, Any]) -> str:
     """The resolved recipe: with it, `coord-bench build recipe.yaml` rebuilds this dataset."""
     import yaml
 
     if manifest.get("recipe") is None:
         return "This build was made without a recipe (through the Python API)."
+    recipe = manifest["recipe"]
+    local = [s["name"] for s in recipe.get("sources", []) if (s.get("location") or {}).get("path")]
+    note = (
+        f"\n\nLocal source folders ({', '.join(local)}) are shown by their folder name only: point "
+        "`location.path` at your copy."
+        if local
+        else ""
+    ) + "\n\nThe output folder (`output.dir`) is shown by its name only."
     return (
         f"Save this resolved recipe (sha256 `{manifest['recipe_hash']}`) as `recipe.yaml` and run "
         "`coord-bench build recipe.yaml`:\n\n```yaml\n"
-        + yaml.safe_dump(manifest["recipe"], sort_keys=False, allow_unicode=True)
+        + yaml.safe_dump(_public_recipe(recipe), sort_keys=False, allow_unicode=True)
         + "```"
+        + note
     )
 
 
-def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The YAML ``configs``, ``dataset_info`` and size category of a build."""
+def _shard_stats(folder: Path, config: str, split: str) -> tuple[int, int, list[str]]:
+    """(uncompressed bytes, file bytes, sha256 of each file) of one config's split, from the files on disk."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    data_bytes = file_bytes = 0
+    digests = []
+    for path in sorted((folder / config).glob(f"{split}-*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        data_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        file_bytes += path.stat().st_size
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    return data_bytes, file_bytes, digests
+
+
+def card_metadata(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The YAML ``configs``, ``dataset_info`` and size category of the build in ``folder``.
+
+    ``load_dataset(folder, config)`` caches by a hash of the card's ``configs`` and ``dataset_info``, not of
+    the files: a rebuild whose card looked the same would be served from the cache of the previous build. So
+    each config's ``dataset_info`` carries its real byte sizes, and its ``description`` (a builder-config
+    field, hashed too) a fingerprint of the shards' contents: new content, new cache entry.
+    """
     from huggingface_hub import DatasetCardData
 
     card_data = DatasetCardData()
     loadable = {name: info for name, info in manifest["configs"].items() if info["num_rows"]}
+    stats = {
+        (name, split): _shard_stats(Path(folder), name, split)
+        for name, info in loadable.items()
+        for split, count in info["splits"].items()
+        if count
+    }
+
+    def fingerprint(name: str) -> str:
+        digests = [
+            f"{split}:{digest}"
+            for (config, split), (_, _, shard_digests) in sorted(stats.items())
+            if config == name
+            for digest in shard_digests
+        ]
+        return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+
     configs = MetadataConfigs(
         {
             name: {
@@ -183,32 +264,36 @@ def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
                     for split, count in info["splits"].items()
                     if count
                 ],
+                "description": f"coord_bench config {name}: {', '.join(info['sources'])}; "
+                f"shard content sha256 {fingerprint(name)}",
                 **({"default": True} if name == manifest["default_config"] else {}),
             }
             for name, info in loadable.items()
         }
     )
     configs.to_dataset_card_data(card_data)
-    infos = DatasetInfosDict(
-        {
-            name: datasets.DatasetInfo(
-                features=features(),
-                config_name=name,
-                dataset_name="coord_bench",
-                splits=datasets.SplitDict.from_split_dict(
-                    [{"name": split, "num_examples": count} for split, count in info["splits"].items() if count]
-                ),
-            )
-            for name, info in loadable.items()
-        }
-    )
+    infos = DatasetInfosDict()
+    for name, info in loadable.items():
+        splits = [
+            {"name": split, "num_examples": count, "num_bytes": stats[name, split][0]}
+            for split, count in info["splits"].items()
+            if count
+        ]
+        infos[name] = datasets.DatasetInfo(
+            features=features(),
+            config_name=name,
+            dataset_name="coord_bench",
+            splits=datasets.SplitDict.from_split_dict(splits),
+            download_size=sum(stats[name, s["name"]][1] for s in splits),
+            dataset_size=sum(s["num_bytes"] for s in splits),
+        )
     infos.to_dataset_card_data(card_data)
     total = max((c["num_rows"] for c in manifest["configs"].values()), default=0)
     card_data["size_categories"] = [_size_category(total)]
     return card_data.to_dict()
 
 
-def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = None) -> str:
+def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
     """The full README.md text: the template's YAML merged with the build's, and its body filled in.
 
     With ``out_dir`` holding a ``report/`` (``coord-bench report``), its figures fill the Figures section.
@@ -216,10 +301,15 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = N
     from coord_bench.report import card_figures
 
     template = DatasetCard(resource_path("dataset_card.md").read_text(encoding="utf-8"))
-    metadata = {**template.data.to_dict(), **card_metadata(manifest)}
+    metadata = {**template.data.to_dict(), **card_metadata(manifest, out_dir)}
     sources = manifest["sources"]
     adapters = sorted({s["adapter"] for s in sources.values()})
     source_adapters = {name: s["adapter"] for name, s in sources.items()}
+    source_tags = [tag for a in adapters for tag in adapter_class(a).TAGS]
+    metadata["tags"] = list(dict.fromkeys([*metadata.get("tags", []), *source_tags]))
+    metadata["multilinguality"] = (
+        "multilingual" if any(adapter_class(a).MULTILINGUAL for a in adapters) else "monolingual"
+    )
     metadata["license_details"] = (
         "Each row keeps the license of its source (column provenance.source_license): "
         + "; ".join(f"{name} ({s['dataset']}): {s['license']}" for name, s in sources.items())
@@ -229,8 +319,7 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = N
         builder_version=manifest["coord_bench_version"],
         schema_version=manifest["schema_version"],
         built_at=manifest["built_at"],
-        repo_id=repo_id,
-        default_config=manifest["default_config"],
+        load_examples=_load_examples(manifest, repo_id),
         split_ratios=", ".join(f"{k} {v}" for k, v in manifest["split_method"]["ratios"].items()),
         configs_table=_table(
             ["config", "sources", *manifest["split_method"]["ratios"], "rows"],
@@ -260,14 +349,16 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path | None = N
                                 for n, a in source_adapters.items()),
         group_keys="\n".join(f"- **{n}**: {adapter_class(a).GROUP_KEY}" for n, a in source_adapters.items()),
         source_limitations="\n".join(f"- {n}: {adapter_class(a).CAVEATS[-1]}." for n, a in source_adapters.items()),
-        figures=card_figures(out_dir) if out_dir is not None else "",
+        figures=card_figures(out_dir),
     )
     import yaml
 
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n\n" + body.lstrip()
 
 
-def write_card(out_dir: Path, manifest: dict[str, Any], repo_id: str | None = None) -> Path:
+def write_card(out_dir: Path, manifest: dict[str, Any], load_path: str | None = None) -> Path:
+    """Write the card of the build in ``out_dir``. Its load snippets name ``load_path`` (default: the folder
+    by its name, relative to where it sits), never an absolute local path; ``push`` re-renders it for the repo."""
     path = Path(out_dir) / CARD_FILE
-    path.write_text(render_card(manifest, repo_id or str(out_dir), out_dir), encoding="utf-8")
+    path.write_text(render_card(manifest, load_path or f"./{Path(out_dir).name}", out_dir), encoding="utf-8")
     return path

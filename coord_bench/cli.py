@@ -90,6 +90,7 @@ def _flag_overrides(args: argparse.Namespace, recipe: dict) -> dict:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from coord_bench.build import run_build
+    from coord_bench.console import build_summary, where_to_look
     from coord_bench.recipe import (
         apply_overrides,
         default_recipe_path,
@@ -109,19 +110,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     plan = to_plan(recipe)
     manifest = run_build(plan, progress=not args.no_progress)
-    print(f"wrote {plan.out_dir}")
-    print(f"{'source':<28}{'read':>8}{'normalized':>12}{'rejected':>10}{'filtered':>10}   train/validation/test")
-    for name, s in manifest["sources"].items():
-        splits = "/".join(str(v) for v in s["splits"].values())
-        print(f"{name:<28}{s['read']:>8}{s['normalized']:>12}{s['rejected']:>10}{s['filtered']:>10}   {splits}")
-    t = manifest["totals"]
-    print(f"{'total':<28}{t['read']:>8}{t['normalized']:>12}{t['rejected']:>10}{t['filtered']:>10}")
-    if t["rejected"]:
-        print(f"rejected records and their reasons: {plan.out_dir / 'rejects.jsonl'}")
-    if "latents" in manifest["annotations"]:
-        from coord_bench.mappers.latent_states import REPORT, quality_table
+    print(build_summary(manifest, plan.out_dir))
+    if (recipe.get("output") or {}).get("report"):
+        from coord_bench.report import main as write_report
 
-        print(quality_table(json.loads((plan.out_dir / REPORT).read_text(encoding="utf-8"))))
+        write_report(plan.out_dir)
+    print(where_to_look(plan.out_dir, manifest))
     return 0
 
 

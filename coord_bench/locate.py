@@ -32,7 +32,8 @@ def local_source(name: str, path: str | Path, adapter: str | None = None) -> Sou
     root = Path(path).expanduser()
     if not root.is_dir():
         raise SourceLocationError(f"source '{name}': the folder {root} does not exist (or is not a folder)")
-    return SourceSpec(name, adapter, root.resolve(), str(path))
+    # provenance names the folder only: a local path is private and must not reach a published card or row
+    return SourceSpec(name, adapter, root.resolve(), f"local folder {root.resolve().name}")
 
 
 def hub_source(

@@ -74,7 +74,7 @@ class LlamaServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama server exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(self._died("while starting"))
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
                     self.warm_up()
@@ -84,11 +84,26 @@ class LlamaServer:
         raise TimeoutError(f"llama server not ready within {timeout} s; see {self.log_path}")
 
     def warm_up(self) -> None:
-        """One tiny grammar-constrained request, so the first test does not pay the server's cold start."""
+        """One tiny grammar-constrained completion, so the first test does not pay the server's cold start, and
+        a server that crashes on its first completion (a llama.cpp built for another CPU) fails here, saying why."""
         schema = {"type": "object", "properties": {"a": {"enum": [0, 1]}}, "required": ["a"]}
         body = {"messages": [{"role": "user", "content": "Say a."}], "max_tokens": 8, "temperature": 0}
         body["response_format"] = {"type": "json_object", "schema": schema}
-        httpx.post(f"{self.base_url}/chat/completions", json=body, timeout=120)
+        try:
+            reply = httpx.post(f"{self.base_url}/chat/completions", json=body, timeout=120)
+        except httpx.HTTPError as err:
+            raise RuntimeError(self._died(f"on its first completion ({type(err).__name__})")) from None
+        if self.process.poll() is not None or reply.status_code != 200:
+            raise RuntimeError(self._died(f"on its first completion (HTTP {reply.status_code})"))
+
+    def _died(self, when: str) -> str:
+        """What went wrong, with the tail of the server's log, so a crash explains itself in the test output."""
+        self._log.flush()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=2)
+        status = "is still running" if self.process.poll() is None else f"exited with {self.process.returncode}"
+        tail = self.log_path.read_bytes()[-3000:].decode("utf-8", "replace")
+        return f"llama server failed {when}: it {status}; last lines of {self.log_path}:\n{tail}"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

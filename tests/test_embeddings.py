@@ -1,6 +1,7 @@
 """Embeddings: the genuine bundled MiniLM, long texts chunked and pooled, a content-addressed cache that resumes."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -35,6 +36,24 @@ def test_long_texts_are_chunked_and_pooled(embedder):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     truncated = embedder.model.encode([long_text], normalize_embeddings=True)[0]
     assert not np.allclose(got, truncated, atol=1e-3)  # the tail of the text counts
+
+
+def test_chunking_silences_the_too_long_warning_there_and_only_there(tmp_path):
+    fresh = Embedder(cache_dir=tmp_path, progress=False)
+    # transformers warns once per tokenizer, and the loaded model is shared: forget an earlier warning
+    fresh.model.tokenizer.deprecation_warnings.pop("sequence-length-is-longer-than-the-specified-maximum", None)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)  # transformers' own logger, whatever stream it uses
+    try:
+        long_text = " ".join(f"word{i} is here" for i in range(400))
+        fresh.encode([long_text, "short"])
+        assert not [m for m in seen if "Token indices sequence length is longer" in m]
+        fresh.model.tokenizer(long_text)  # the same tokenizer used anywhere else still warns
+        assert [m for m in seen if "Token indices sequence length is longer" in m]
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
 
 
 def test_each_distinct_text_is_encoded_once_and_cached(tmp_path):

@@ -378,7 +378,7 @@ def test_annotation_figures_are_drawn_when_their_data_exists(built, tmp_path, ca
     links = re.findall(r"!\[[^\]]*\]\((report/[^)]+\.png)\)", card)
     assert links == [f"report/{name}" for name in files]
     assert card_figures(folder) in card and "${" not in card
-    assert "## Figures" not in render_card(read_manifest(built), "me/coord_bench")
+    assert "## Figures" not in render_card(read_manifest(built), "me/coord_bench", built)
 
 
 def test_card_has_no_figures_section_without_a_report(tmp_path):

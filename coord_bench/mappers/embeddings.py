@@ -134,7 +134,9 @@ class Embedder:
         tokenizer = self.model.tokenizer
         window = self.model.max_seq_length - 2  # room for [CLS] and [SEP]
         pieces, owners, weights = [], [], []
-        all_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        # verbose=False: long texts are chunked below on purpose, so transformers' "longer than the maximum
+        # sequence length" warning would be wrong here (and only here)
+        all_ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
         for i, (text, ids) in enumerate(zip(texts, all_ids, strict=True)):
             if len(ids) <= window:
                 pieces.append(text)

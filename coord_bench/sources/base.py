@@ -164,6 +164,8 @@ class SourceAdapter(ABC):
     SUMMARY: ClassVar[str] = ""
     CAVEATS: ClassVar[tuple[str, ...]] = ()
     GROUP_KEY: ClassVar[str] = ""
+    TAGS: ClassVar[tuple[str, ...]] = ()  # Hub tags a card gets when a build holds this source
+    MULTILINGUAL: ClassVar[bool] = False  # records in many languages (the card's `multilinguality`)
 
     def __init__(self, spec: SourceSpec):
         self.spec = spec

@@ -42,6 +42,8 @@ class ChatbotArena(SourceAdapter):
         "anything else",
     )
     GROUP_KEY = "the first user prompt, lower-cased with whitespace collapsed"
+    TAGS = ("pairwise-preference", "human-feedback")
+    MULTILINGUAL = True
     KEPT_IN_EXTRAS = {
         "anony": "whether the battle was anonymous",
         "openai_moderation": "the full result; summarised in safety.moderation_flagged/_categories/_max_score",

@@ -62,6 +62,7 @@ class Debate(SourceAdapter):
         "messages are long and repetitive across turns (one model family, Llama-3.3-70B)",
     )
     GROUP_KEY = "the exampleId (the same question recurs across configs)"
+    TAGS = ("debate", "question-answering")
     KEPT_IN_EXTRAS = {
         "dataset": "raw MALLM: the task file the run used",
         "datasetId": "raw MALLM: the task's id in that file",

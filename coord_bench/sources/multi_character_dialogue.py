@@ -33,6 +33,7 @@ class MultiCharacterDialogue(SourceAdapter):
         "appear as agents with `in_source_roster = false`",
     )
     GROUP_KEY = "the setting, lower-cased with whitespace collapsed"
+    TAGS = ("dialogue", "role-play")
     FIELD_MAP = {
         "setting": "task.setting and split group (normalized)",
         "characters": "agents (name -> name, description -> description, role 'character')",

@@ -1,0 +1,84 @@
+"""What a build prints for a person: the counts per source, the latent quality, and where to look next.
+
+A newcomer's first build should show the product, not only counts: the card, the report, and one row with
+its token log, latent states and labels, read back from the shards that were just written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from coord_bench.card import CARD_FILE
+
+
+def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
+    """The table of records read, normalized, rejected and filtered per source, and the latent quality."""
+    lines = [f"wrote {out_dir}"]
+    lines.append(f"{'source':<28}{'read':>8}{'normalized':>12}{'rejected':>10}{'filtered':>10}   train/validation/test")
+    for name, s in manifest["sources"].items():
+        splits = "/".join(str(v) for v in s["splits"].values())
+        lines.append(f"{name:<28}{s['read']:>8}{s['normalized']:>12}{s['rejected']:>10}{s['filtered']:>10}   {splits}")
+    t = manifest["totals"]
+    lines.append(f"{'total':<28}{t['read']:>8}{t['normalized']:>12}{t['rejected']:>10}{t['filtered']:>10}")
+    if t["rejected"]:
+        lines.append(f"rejected records and their reasons: {out_dir / 'rejects.jsonl'}")
+    if "latents" in manifest["annotations"]:
+        from coord_bench.mappers.latent_states import REPORT, quality_table
+
+        lines.append(quality_table(json.loads((out_dir / REPORT).read_text(encoding="utf-8"))))
+    return "\n".join(lines)
+
+
+def _example_row(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """A row of the default config's first shard with the most annotation layers, agents and turns."""
+    shards = sorted((out_dir / manifest["default_config"]).glob("*.parquet"))
+    if not shards:
+        return None
+
+    def richness(row: dict[str, Any]) -> tuple[int, int, int]:
+        layers = row["annotations"] or {}
+        filled = sum(layers.get(name) is not None for name in ("token_usage", "latents", "coordination"))
+        return filled, row["n_agents"], row["n_turns"]
+
+    return max(pq.read_table(shards[0]).to_pylist(), key=richness, default=None)
+
+
+def _round(values: list[float], digits: int = 3) -> list[float]:
+    return [round(v, digits) for v in values]
+
+
+def where_to_look(out_dir: Path, manifest: dict[str, Any]) -> str:
+    """Where the card and the report are, and one example row's annotations, each in a line or two."""
+    lines = ["", "where to look:", f"  the dataset card:  {out_dir / CARD_FILE}"]
+    report = out_dir / "report" / "index.html"
+    lines.append(f"  the HTML report:   {report if report.exists() else f'coord-bench report {out_dir}'}")
+    row = _example_row(out_dir, manifest)
+    if row is None:
+        return "\n".join(lines)
+    lines.append(
+        f"  one example row:   {row['id']} ({row['source']}, {row['n_agents']} agents, {row['n_turns']} turns)"
+    )
+    layers = row["annotations"] or {}
+    usage = layers.get("token_usage")
+    if usage:
+        lines.append(
+            f"    token_usage: {usage['total_tokens']} tokens ({usage['input_tokens']} input, "
+            f"{usage['output_tokens']} output), {usage['tokens_per_turn']:.1f} per turn, "
+            f"coordination_overhead {_round([usage['coordination_overhead'] or 0.0])[0]}"
+        )
+    latents = layers.get("latents")
+    if latents:
+        state = _round(latents["smoothed"][0])
+        lines.append(f"    latents ({latents['method']}, k={latents['k']}): turn 1 smoothed state {state}")
+    rules = (layers.get("coordination") or {}).get("rules")
+    if rules:
+        events = ", ".join(f"{e['event']}@{e['turn_index']}" for e in rules["events"][:4]) or "none"
+        lines.append(
+            f"    rules: success {rules['success']}, agreement {rules['agreement_level']}, events: {events}"
+        )
+    lines.append(f'  load it:           datasets.load_dataset("{out_dir}", "{manifest["default_config"]}")')
+    return "\n".join(lines)
