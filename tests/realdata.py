@@ -12,8 +12,9 @@ def source_dir_args(sources=SOURCES) -> list[str]:
 
 
 def build_realdata(out: Path, *extra: str) -> Path:
-    """Build every source from its real records into ``out`` (``extra``: more build flags); return ``out``."""
+    """Build every source's real records into ``out``, base columns only unless ``extra`` build flags say more."""
     from coord_bench.cli import main
 
-    assert main(["build", "--no-progress", "--out", str(out), *source_dir_args(), *extra]) == 0
+    base_only = ["--annotate", "none", "--set", "output.report=false"]  # ``extra`` may turn layers on
+    assert main(["build", "--no-progress", "--out", str(out), *source_dir_args(), *base_only, *extra]) == 0
     return out

@@ -13,8 +13,10 @@ from coord_bench.locate import EMBEDDED_DIR
 
 
 def build(tmp_path, *args):
+    """Build the base columns only, no report: these tests are about reading and normalizing."""
     out = tmp_path / "out"
-    code = main(["build", "--out", str(out), "--no-progress", *args])
+    code = main(["build", "--out", str(out), "--no-progress", "--annotate", "none", "--set", "output.report=false",
+                 *args])
     return code, out
 
 

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationW
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("build") / "coord_bench"
-    assert main(["build", "--out", str(out), "--no-progress"]) == 0
+    base_only = ["--annotate", "none", "--set", "output.report=false"]
+    assert main(["build", "--out", str(out), "--no-progress", *base_only]) == 0
     return out
 
 

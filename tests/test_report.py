@@ -74,7 +74,8 @@ PROBE = """<script>
 def built(tmp_path_factory):
     """The embedded default built with token counts, then `coord-bench report` on it (timed)."""
     out = tmp_path_factory.mktemp("report") / "coord_bench"
-    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "tokens"]) == 0
+    no_report = ["--set", "output.report=false"]
+    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "tokens", *no_report]) == 0
     start = time.perf_counter()
     assert main(["report", str(out)]) == 0
     seconds = time.perf_counter() - start
@@ -378,7 +379,8 @@ def test_annotation_figures_are_drawn_when_their_data_exists(built, tmp_path, ca
     links = re.findall(r"!\[[^\]]*\]\((report/[^)]+\.png)\)", card)
     assert links == [f"report/{name}" for name in files]
     assert card_figures(folder) in card and "${" not in card
-    assert "## Figures" not in render_card(read_manifest(built), "me/coord_bench", built)
+    bare = shutil.copytree(built, tmp_path / "bare", ignore=shutil.ignore_patterns("report"))  # no report/
+    assert "## Figures" not in render_card(read_manifest(bare), "me/coord_bench", bare)
 
 
 def test_card_has_no_figures_section_without_a_report(tmp_path):
@@ -410,7 +412,8 @@ def test_report_of_a_build_with_latents(tmp_path, monkeypatch):
     """The report of a real `--annotate latents` build reads the quality report the build wrote."""
     monkeypatch.setenv("COORD_BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "latents"
-    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "latents"]) == 0
+    no_report = ["--set", "output.report=false"]
+    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "latents", *no_report]) == 0
     assert main(["report", str(out)]) == 0
     quality = json.loads((out / "reports" / "latent_quality.json").read_text())
     listed = json.loads((out / "report" / FIGURES_FILE).read_text())

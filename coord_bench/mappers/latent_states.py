@@ -129,15 +129,31 @@ class LatentsMapper:
             from coord_bench.mappers.latents import load_model
 
             self.model = load_model(Path(self.params["model_path"]))
+        elif self._too_small(train, fit_split):
+            self._write_report()
+            return
         else:
-            if not train:
-                raise ValueError(f"the latent model needs {fit_split} records to fit on, and there are none")
             self.model = self._new_model(self.params.get("seed", 0)).fit(train)
         self.model_hash = self.model.save(self.out_dir / ARTIFACT)
         states = self.model.transform_many(sequences)
         self.states = dict(zip(ids, states, strict=True))
         held_out = [s for s, split in zip(sequences, splits, strict=True) if split != fit_split]
         self.report = self._quality(train, held_out, sequences, states, splits, groups, tokens, targets)
+        self._write_report()
+
+    def _too_small(self, train: list[tuple[np.ndarray, np.ndarray]], fit_split: str) -> bool:
+        """A corpus too small to fit k states (fewer train turns than k) skips the layer, saying why, instead of
+        failing the build: the layer is on by default, and a user's first small folder should still build."""
+        k = self.params.get("k", 8)
+        turns = sum(len(y) for _, y in train)
+        if turns >= k:
+            return False
+        reason = (f"the {fit_split} split has {turns} turns in {len(train)} conversations, fewer than k={k}: "
+                  "add conversations or lower annotations.latents.k")
+        self.report = {"skipped": reason, "k": k, "next_turn_r2": {"skipped": reason}, "probes": {}}
+        return True
+
+    def _write_report(self) -> None:
         path = self.out_dir / REPORT
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
@@ -184,6 +200,8 @@ class LatentsMapper:
         return report
 
     def apply(self, batch: list[dict[str, Any]]) -> None:
+        if self.model is None:  # skipped: the latents stay null (the manifest says why)
+            return
         for record in batch:
             smoothed, filtered = self.states[record["id"]]
             record["annotations"]["latents"] = {
@@ -204,7 +222,7 @@ class LatentsMapper:
             "fit_split": self.params.get("fit_split", "train"),
             "artifact": ARTIFACT,
             "quality_report": REPORT,
-            "fitted": not self.params.get("model_path"),
+            "fitted": self.model is not None and not self.params.get("model_path"),
             "quality": self.report,
         }
 
@@ -224,6 +242,8 @@ def _fmt(value: Any) -> str:
 
 def quality_table(report: dict[str, Any]) -> str:
     """The latent quality report as a short text table for the terminal."""
+    if "skipped" in report:
+        return f"latent layer skipped: {report['skipped']}"
     lines = [
         f"latent model {report['method']} k={report['k']} ({report['model_hash'][:12]}), "
         f"fitted on {report['train_sequences']} conversations, {report['held_out_sequences']} held out"
