@@ -108,7 +108,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(describe_plan(recipe, origin=str(path)))
         return 0
     plan = to_plan(recipe)
-    manifest = run_build(plan, progress=not args.no_progress)
+    manifest = run_build(plan, progress=not args.no_progress, say=print)
     print(f"wrote {plan.out_dir}")
     print(f"{'source':<28}{'read':>8}{'normalized':>12}{'rejected':>10}{'filtered':>10}   train/validation/test")
     for name, s in manifest["sources"].items():
@@ -118,6 +118,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"{'total':<28}{t['read']:>8}{t['normalized']:>12}{t['rejected']:>10}{t['filtered']:>10}")
     if t["rejected"]:
         print(f"rejected records and their reasons: {plan.out_dir / 'rejects.jsonl'}")
+    for name, s in manifest["sources"].items():
+        for empty in s["empty_files"]:
+            print(f"empty file (no records in it): {name}: {empty}")
+    embeddings = manifest["annotations"].get("embeddings")
+    if embeddings:
+        print(f"embeddings: reused {embeddings['texts_from_cache']} cached, encoded {embeddings['texts_encoded']}")
     if "latents" in manifest["annotations"]:
         from coord_bench.mappers.latent_states import REPORT, quality_table
 

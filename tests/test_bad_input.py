@@ -241,7 +241,10 @@ def test_non_utf8_and_trailing_content_are_rejected_with_the_file_named(tmp_path
     assert code == 0
     reasons = {r["locator"]: r["reason"] for r in rejects_of(out)}
     assert "unexpected content after the JSON array's closing ']'" in reasons["a_trailing.json#1"]
-    assert reasons["b_latin1.json#0"].startswith("b_latin1.json is not UTF-8 text")
+    assert reasons["b_latin1.json#0"] == (
+        "element 0 of the JSON array (at byte 1) is not UTF-8 text: invalid continuation byte (byte 0xe9) "
+        "at byte 18 of the record"
+    )
     m = manifest_of(out)
     assert (m["sources"]["debate"]["normalized"], m["sources"]["debate"]["rejected"]) == (1, 2)
 

@@ -189,7 +189,7 @@ class SourceAdapter(ABC):
     def normalize(self, raw: RawRecord) -> dict[str, Any]:
         """Turn a raw record into a complete unified record; raises ``Reject``."""
         if isinstance(raw.value, ReadFailure):
-            raise Reject(raw.value.reason, kind="unreadable")
+            raise Reject(raw.value.reason, field=raw.value.field, kind=raw.value.kind)
         if not isinstance(raw.value, dict):
             raise Reject(f"expected a JSON object, found {type(raw.value).__name__}", kind="wrong_type")
         body = self.convert(raw)
