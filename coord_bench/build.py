@@ -23,7 +23,7 @@ from coord_bench import __version__
 from coord_bench.build_folder import MANIFEST_FILE, REJECTS_FILE, BuildFolderError, recover, start_staging, swap_in
 from coord_bench.filters import filter_reason
 from coord_bench.recipe import recipe_hash
-from coord_bench.schema import record_errors, schema_version
+from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, SourceSpec, adapter_class
 from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import DEFAULT_RATIOS, SPLITS
@@ -107,18 +107,12 @@ def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None]
                 mapper.apply(batch)
             for record in batch:
                 source_stats = stats[record["source"]]
-                errors = list(record_errors(record))
-                if errors:  # an annotation broke the schema: a bug, but the record is still accounted for
+                problems = list(record_problems(record))
+                if problems:  # an annotation broke the schema: a bug, but the record is still accounted for
                     source_stats["normalized"] -= 1
                     source_stats["splits"][record["split"]] -= 1
-                    _reject(
-                        rejects,
-                        source_stats,
-                        record["source"],
-                        record["source_locator"],
-                        None,
-                        Reject("the annotated record breaks the schema: " + "; ".join(errors[:5]), kind="schema"),
-                    )
+                    reject = _schema_reject("the annotated record breaks the schema: ", problems)
+                    _reject(rejects, source_stats, record["source"], record["source_locator"], None, reject)
                     continue
                 writers.add(record)
     corpus.remove()
@@ -222,11 +216,17 @@ def _reject(
 
 def _check(record: dict[str, Any], seen_ids: dict[str, str]) -> None:
     """Reject records the schema refuses and second copies of an id."""
-    errors = list(record_errors(record))
-    if errors:
-        raise Reject("the normalized record breaks the schema: " + "; ".join(errors[:5]), kind="schema")
+    problems = list(record_problems(record))
+    if problems:
+        raise _schema_reject("the normalized record breaks the schema: ", problems)
     if record["id"] in seen_ids:
         raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {record['id']})", kind="duplicate")
+
+
+def _schema_reject(prefix: str, problems: list[tuple[str, str]]) -> Reject:
+    """One reject for a record the schema refuses; ``field`` is the first offending field of the unified record."""
+    text = "; ".join(f"{path}: {problem}" for path, problem in problems[:5])
+    return Reject(prefix + text, field=problems[0][0], kind="schema")
 
 
 def _raw_payload(raw: RawRecord) -> dict[str, Any]:

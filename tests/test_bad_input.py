@@ -226,8 +226,9 @@ def test_an_unforeseen_shape_is_one_reject_not_a_crash(tmp_path):
     code, out = build(tmp_path, "--sources", "chatbot_arena", "--source-dir", f"chatbot_arena={tmp_path / 'arena'}")
     assert code == 0
     [reject] = rejects_of(out)
-    assert reject["kind"] == "adapter_error" and reject["locator"] == "train.jsonl#0"
-    assert reject["reason"].startswith("the chatbot_arena adapter could not read this record: AttributeError")
+    assert (reject["kind"], reject["field"]) == ("adapter_error", "openai_moderation")
+    assert reject["locator"] == "train.jsonl#0"
+    assert reject["reason"].startswith("field 'openai_moderation' has a shape this adapter cannot read: AttributeError")
     assert_counts_add_up(manifest_of(out))
 
 

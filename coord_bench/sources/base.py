@@ -11,6 +11,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -134,6 +135,21 @@ def check_item(value: Any, label: str, kinds: type | tuple[type, ...], expected:
 def optional(raw: dict[str, Any], key: str, kinds: type | tuple[type, ...], *, where: str = "") -> Any:
     """Like ``require``, but an absent or null field is None (older source versions lack some fields)."""
     return require(raw, key, kinds, nullable=True, where=where) if key in raw else None
+
+
+@contextmanager
+def reading(label: str) -> Iterator[None]:
+    """Turn an error no check foresaw while reading field ``label`` into a reject that names the field."""
+    try:
+        yield
+    except Reject:
+        raise
+    except Exception as err:
+        raise Reject(
+            f"field '{label}' has a shape this adapter cannot read: {type(err).__name__}: {err}",
+            field=label,
+            kind="adapter_error",
+        ) from None
 
 
 def _preview(value: Any) -> str:

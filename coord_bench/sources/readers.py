@@ -60,17 +60,22 @@ def _decode(data: bytes, where: str) -> Any:
         return ReadFailure(f"{where} is nested too deeply to read (more than about {sys.getrecursionlimit()} "
                            "levels of arrays or objects)", kind="too_deep")
     except _NonFinite as err:
-        return ReadFailure(f"{where} holds the literal {err}, which is not a JSON number; non-finite numbers are "
-                           "refused", kind="non_finite_number", field=_non_finite_path(text, str(err)))
+        bad = _non_finite_path(text)
+        return ReadFailure(f"{where} holds the literal {err} in '{bad}', which is not a JSON number; non-finite "
+                           "numbers are refused", kind="non_finite_number", field=bad)
     return value
 
 
-def _non_finite_path(text: str, literal: str) -> str | None:
+def _non_finite_path(text: str) -> str | None:
     """The field path of the first NaN/Infinity in a record (read again with the literals allowed)."""
     try:
-        value = json.loads(text)
+        return first_non_finite(json.loads(text))
     except (ValueError, RecursionError):
         return None
+
+
+def first_non_finite(value: Any) -> str | None:
+    """The path (``a.b[2]``) of the first NaN or infinite float in ``value``, or None if there is none."""
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, node = stack.pop()
@@ -247,7 +252,12 @@ def iter_parquet(path: Path, batch_size: int = 256) -> Iterator[tuple[int, Any]]
     index = 0
     for batch in parquet.iter_batches(batch_size=batch_size):
         for row in batch.to_pylist():
-            yield index, row
+            bad = first_non_finite(row)
+            yield index, row if bad is None else ReadFailure(
+                f"row {index} holds a NaN or infinite number in '{bad}'; non-finite numbers are refused",
+                field=bad,
+                kind="non_finite_number",
+            )
             index += 1
 
 
