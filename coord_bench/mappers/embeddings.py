@@ -1,9 +1,9 @@
 """Sentence embeddings of message texts, each distinct text encoded once and cached by content.
 
 The cache is a SQLite file keyed by sha256(model id, text), committed every batch: a rebuild, or a build
-resumed after a crash, re-encodes nothing it already has.
-Texts longer than the model's ``max_seq_length`` word pieces (256 for MiniLM) are split into consecutive windows of ``max_seq_length - 2`` word pieces (room for the two special
-tokens); the window embeddings are averaged, weighted by their word-piece counts, and re-normalized to unit
+resumed after a crash, re-encodes nothing it already has. Texts longer than the model's ``max_seq_length``
+word pieces (256 for MiniLM) are split into consecutive windows of ``max_seq_length - 2`` word pieces (room
+for the two special tokens); the window embeddings are averaged, weighted by their word-piece counts, and re-normalized to unit
 length (MiniLM's own output is unit length).
 """
 
