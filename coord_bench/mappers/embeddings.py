@@ -3,8 +3,8 @@
 The cache is a SQLite file keyed by sha256(model id, text), committed every batch: a rebuild, or a build
 resumed after a crash, re-encodes nothing it already has. Texts longer than the model's ``max_seq_length``
 word pieces (256 for MiniLM) are split into consecutive windows of ``max_seq_length - 2`` word pieces (room
-for the two special tokens); the window embeddings are averaged, weighted by their word-piece counts, and re-normalized to unit
-length (MiniLM's own output is unit length).
+for the two special tokens); the window embeddings are averaged, weighted by their word-piece counts, and
+re-normalized to unit length (MiniLM's own output is unit length).
 """
 
 from __future__ import annotations
