@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from coord_bench import __version__
+from coord_bench.build_folder import MANIFEST_FILE, REJECTS_FILE, BuildFolderError, recover, start_staging, swap_in
 from coord_bench.filters import filter_reason
 from coord_bench.recipe import recipe_hash
-from coord_bench.schema import record_errors, schema_version
+from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, SourceSpec, adapter_class
 from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import DEFAULT_RATIOS, SPLITS
@@ -30,9 +31,6 @@ from coord_bench.staging import AnnotatedView, StagedCorpus
 from coord_bench.writer import ConfigWriters
 
 DEFAULT_CONFIG = "all"
-MANIFEST_FILE = "build_manifest.json"
-REJECTS_FILE = "rejects.jsonl"
-BUILD_FOLDERS = ("artifacts", "reports", "report", ".staging")  # written by a build or its report; replaced on rebuild
 MAX_RAW_IN_REJECTS = 64 * 1024  # larger raw records are referenced by file and index instead of copied
 
 
@@ -76,44 +74,45 @@ class BuildPlan:
             raise BuildError(f"split ratios must add up to more than 0, got {self.split_ratios}")
 
 
-def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
+def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the build described by ``plan`` and return the manifest it wrote.
 
     Pass 1 normalizes every source into a staged corpus; the mappers then see the whole corpus (embeddings,
     model fitting); pass 2 annotates the staged records batch by batch, checks them against the schema
-    again and writes the config shards.
+    again and writes the config shards. Everything is written into a staging folder beside ``plan.out_dir``
+    that replaces it only once complete (see ``build_folder``); ``say`` gets what the user should know.
     """
     from coord_bench.mappers import build_mappers
 
+    say = say or (lambda _message: None)
     adapters = [adapter_class(spec.adapter)(spec) for spec in plan.sources]
     inputs = {adapter.spec.name: adapter.files() for adapter in adapters}  # fails early on a missing layout
-    mappers = build_mappers(plan.annotations, plan.out_dir, progress=progress)
-    out_dir = _prepare_out_dir(plan.out_dir, plan.configs)
-    corpus = StagedCorpus(out_dir / ".staging")
+    out_dir = Path(plan.out_dir).absolute()
+    try:
+        recover(out_dir, say)
+        work_dir = start_staging(out_dir, say)
+    except BuildFolderError as err:
+        raise BuildError(str(err)) from None
+    mappers = build_mappers(plan.annotations, work_dir, progress=progress)
+    corpus = StagedCorpus(work_dir / ".staging")
     stats = {spec.name: _new_stats() for spec in plan.sources}
-    with open(out_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
-        _normalize_into(corpus, adapters, plan.limit, stats, rejects, progress)
+    with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
+        _normalize_into(corpus, adapters, inputs, plan.limit, stats, rejects, progress)
         corpus.close_writing()
         for position, mapper in enumerate(mappers):
             mapper.prepare(AnnotatedView(corpus, mappers[:position]))
-        writers = ConfigWriters(out_dir, plan.configs, plan.max_shard_bytes)
+        writers = ConfigWriters(work_dir, plan.configs, plan.max_shard_bytes)
         for batch in corpus.batches():
             for mapper in mappers:
                 mapper.apply(batch)
             for record in batch:
                 source_stats = stats[record["source"]]
-                errors = list(record_errors(record))
-                if errors:  # an annotation broke the schema: a bug, but the record is still accounted for
+                problems = list(record_problems(record))
+                if problems:  # an annotation broke the schema: a bug, but the record is still accounted for
                     source_stats["normalized"] -= 1
                     source_stats["splits"][record["split"]] -= 1
-                    _reject(
-                        rejects,
-                        source_stats,
-                        record["source"],
-                        record["source_locator"],
-                        None,
-                        Reject("the annotated record breaks the schema: " + "; ".join(errors[:5]), kind="schema"),
-                    )
+                    reject = _schema_reject("the annotated record breaks the schema: ", problems)
+                    _reject(rejects, source_stats, record["source"], record["source_locator"], None, reject)
                     continue
                 writers.add(record)
     corpus.remove()
@@ -123,10 +122,12 @@ def run_build(plan: BuildPlan, progress: bool = True) -> dict[str, Any]:
     }
     entries = {a.spec.name: _source_entry(a, inputs[a.spec.name], stats[a.spec.name]) for a in adapters}
     manifest = _manifest(plan, entries, config_counts, annotations)
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     from coord_bench.card import write_card
 
-    write_card(out_dir, manifest)
+    write_card(work_dir, manifest, load_path=f"./{Path(plan.out_dir).name}")  # the folder asked for, not staging
+    # the manifest last: a folder with one is a finished build
+    (work_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    swap_in(work_dir, out_dir)
     return manifest
 
 
@@ -139,22 +140,34 @@ def _new_stats() -> dict[str, Any]:
         "rejects_by_kind": Counter(),
         "filtered_by_reason": Counter(),
         "splits": Counter(),
+        "empty_files": [],
     }
 
 
 def _normalize_into(
-    corpus: StagedCorpus, adapters: list, limit: int | None, stats: dict[str, Any], rejects: Any, progress: bool
+    corpus: StagedCorpus,
+    adapters: list,
+    inputs: dict[str, list[Path]],
+    limit: int | None,
+    stats: dict[str, Any],
+    rejects: Any,
+    progress: bool,
 ) -> None:
-    """Pass 1: read every source, normalize or reject each record, stage the ones kept."""
+    """Pass 1: read every source, normalize or reject each record, stage the ones kept; note empty files."""
     seen_ids: dict[str, str] = {}
     with tqdm(desc="normalizing", unit="rec", disable=not progress) as bar:
         for adapter in adapters:
             spec = adapter.spec
             source_stats = stats[spec.name]
             filters = spec.options.get("filters") or {}
+            files = [p.relative_to(spec.root).as_posix() for p in inputs[spec.name]]
+            with_records: set[str] = set()
+            read_up_to = len(files)  # files before this position were read to their end
             for raw in adapter.iter_raw():
                 if limit is not None and source_stats["read"] >= limit:
+                    read_up_to = files.index(raw.file)
                     break
+                with_records.add(raw.file)
                 source_stats["read"] += 1
                 bar.update()
                 try:
@@ -177,6 +190,7 @@ def _normalize_into(
                 source_stats["normalized"] += 1
                 source_stats["splits"][record["split"]] += 1
                 corpus.add(record)
+            source_stats["empty_files"] = [name for name in files[:read_up_to] if name not in with_records]
 
 
 def _reject(
@@ -202,28 +216,17 @@ def _reject(
 
 def _check(record: dict[str, Any], seen_ids: dict[str, str]) -> None:
     """Reject records the schema refuses and second copies of an id."""
-    errors = list(record_errors(record))
-    if errors:
-        raise Reject("the normalized record breaks the schema: " + "; ".join(errors[:5]), kind="schema")
+    problems = list(record_problems(record))
+    if problems:
+        raise _schema_reject("the normalized record breaks the schema: ", problems)
     if record["id"] in seen_ids:
         raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {record['id']})", kind="duplicate")
 
 
-def _prepare_out_dir(out_dir: Path, configs: dict[str, list[str]]) -> Path:
-    """Create the output folder; replace an earlier build there, but never delete anything else."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / MANIFEST_FILE).exists():
-            raise BuildError(
-                f"{out_dir} exists and is not a coord_bench build (no {MANIFEST_FILE}); choose an empty or new folder"
-            )
-        old = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-        for folder in set(old.get("configs", {})) | set(configs) | set(BUILD_FOLDERS):
-            shutil.rmtree(out_dir / folder, ignore_errors=True)
-        for name in (MANIFEST_FILE, REJECTS_FILE, "README.md"):  # a crashed rebuild must not look finished
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
+def _schema_reject(prefix: str, problems: list[tuple[str, str]]) -> Reject:
+    """One reject for a record the schema refuses; ``field`` is the first offending field of the unified record."""
+    text = "; ".join(f"{path}: {problem}" for path, problem in problems[:5])
+    return Reject(prefix + text, field=problems[0][0], kind="schema")
 
 
 def _raw_payload(raw: RawRecord) -> dict[str, Any]:
@@ -254,6 +257,7 @@ def _source_entry(adapter: Any, files: list[Path], stats: dict[str, Any]) -> dic
             {"path": p.relative_to(spec.root).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
             for p in files
         ],
+        "empty_files": stats["empty_files"],  # files that hold no record (zero bytes, [] or blank lines only)
         "read": stats["read"],
         "normalized": stats["normalized"],
         "rejected": stats["rejected"],

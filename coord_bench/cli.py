@@ -109,7 +109,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(describe_plan(recipe, origin=str(path)))
         return 0
     plan = to_plan(recipe)
-    manifest = run_build(plan, progress=not args.no_progress)
+    manifest = run_build(plan, progress=not args.no_progress, say=print)
     print(build_summary(manifest, plan.out_dir))
     if (recipe.get("output") or {}).get("report"):
         from coord_bench.report import main as write_report

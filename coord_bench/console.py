@@ -26,6 +26,12 @@ def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
     lines.append(f"{'total':<28}{t['read']:>8}{t['normalized']:>12}{t['rejected']:>10}{t['filtered']:>10}")
     if t["rejected"]:
         lines.append(f"rejected records and their reasons: {out_dir / 'rejects.jsonl'}")
+    for name, s in manifest["sources"].items():
+        lines += [f"empty file (no records in it): {name}: {empty}" for empty in s["empty_files"]]
+    embeddings = manifest["annotations"].get("embeddings")
+    if embeddings:
+        reused, encoded = embeddings["texts_from_cache"], embeddings["texts_encoded"]
+        lines.append(f"embeddings: reused {reused} cached, encoded {encoded}")
     if "latents" in manifest["annotations"]:
         from coord_bench.mappers.latent_states import REPORT, quality_table
 

@@ -63,10 +63,16 @@ def set_value(recipe: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``a.b.c`` in the recipe, creating missing mappings; list items are picked by name or index."""
     keys = dotted.split(".")
     node: Any = recipe
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
         step = _segment(node, key, dotted)
-        if isinstance(node, dict) and not isinstance(node.get(step), (dict, list)):
+        if isinstance(node, dict) and node.get(step) is None:
             node[step] = {}
+        elif not isinstance(node[step], (dict, list)):
+            where = ".".join(keys[: depth + 1])
+            raise RecipeError(
+                f"--set {dotted}: {where} is {type(node[step]).__name__} {json.dumps(node[step], default=str)}, "
+                f"not a mapping or list, so it has no key {keys[depth + 1]!r}"
+            )
         node = node[step]
     node[_segment(node, keys[-1], dotted)] = value
 
@@ -87,7 +93,7 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 
 def _describe(error: Any) -> str:
-    where = format_path(error.absolute_path)
+    where = format_path(error.absolute_path) if error.absolute_path else "(top level)"
     found = json.dumps(error.instance, default=str)
     found = found if len(found) <= 80 else found[:77] + "..."
     if error.validator == "additionalProperties":
@@ -106,13 +112,16 @@ def _describe(error: Any) -> str:
 def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
     """Raise ``RecipeError`` listing every problem, each with its key path, the expectation and the value."""
     errors = [_describe(e) for e in sorted(validator(RECIPE_SCHEMA).iter_errors(recipe), key=lambda e: list(e.path))]
+    # The checks below see only values of the right type: the schema errors above already name the others.
     names = []
-    for i, source in enumerate(recipe.get("sources") or []):
+    sources = recipe.get("sources")
+    for i, source in enumerate(sources if isinstance(sources, list) else []):
         if not isinstance(source, dict):
             continue
-        names.append(source.get("name"))
+        if isinstance(source.get("name"), str):
+            names.append(source["name"])
         adapter = source.get("adapter", source.get("name"))
-        if adapter not in ADAPTERS:
+        if isinstance(adapter, str) and adapter not in ADAPTERS:
             errors.append(
                 f"sources[{i}].adapter: unknown adapter {adapter!r}; known adapters: {', '.join(sorted(ADAPTERS))}"
             )
@@ -122,17 +131,18 @@ def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
             except ValueError as err:
                 errors.append(f"sources[{i}].mapping: {err}")
         location = source.get("location") or {"embedded": True}
-        given = [k for k in ("embedded", "path", "hub") if location.get(k)]
-        if len(given) != 1:
+        given = [k for k in ("embedded", "path", "hub") if isinstance(location, dict) and location.get(k)]
+        if isinstance(location, dict) and len(given) != 1:
             errors.append(
                 f"sources[{i}].location: expected exactly one of embedded, path, hub; found "
                 f"{', '.join(given) or 'none'}"
             )
     if len(set(names)) != len(names):
         errors.append(f"sources: names must be unique, found {names}")
-    for i, config in enumerate(recipe.get("configs") or []):
-        if isinstance(config, dict):
-            unknown = [s for s in config.get("sources", []) if s not in names]
+    configs = recipe.get("configs")
+    for i, config in enumerate(configs if isinstance(configs, list) else []):
+        if isinstance(config, dict) and isinstance(config.get("sources"), list):
+            unknown = [s for s in config["sources"] if s not in names]
             if unknown:
                 errors.append(f"configs[{i}].sources: unknown source(s) {unknown}; sources are {names}")
     if errors:

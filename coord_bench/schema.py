@@ -79,7 +79,13 @@ def format_path(path: Any) -> str:
     return out or "<record>"
 
 
+def record_problems(record: dict[str, Any], name: str = RECORD_SCHEMA_FILE) -> Iterator[tuple[str, str]]:
+    """Yield (field path, what was wrong) per schema violation, in field order."""
+    for error in sorted(validator(name).iter_errors(record), key=lambda e: [str(p) for p in e.absolute_path]):
+        yield format_path(error.absolute_path), error.message
+
+
 def record_errors(record: dict[str, Any], name: str = RECORD_SCHEMA_FILE) -> Iterator[str]:
     """Yield one readable message per schema violation: the field path, then what was wrong."""
-    for error in sorted(validator(name).iter_errors(record), key=lambda e: list(e.absolute_path)):
-        yield f"{format_path(error.absolute_path)}: {error.message}"
+    for path, problem in record_problems(record, name):
+        yield f"{path}: {problem}"

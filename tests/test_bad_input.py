@@ -228,8 +228,9 @@ def test_an_unforeseen_shape_is_one_reject_not_a_crash(tmp_path):
     code, out = build(tmp_path, "--sources", "chatbot_arena", "--source-dir", f"chatbot_arena={tmp_path / 'arena'}")
     assert code == 0
     [reject] = rejects_of(out)
-    assert reject["kind"] == "adapter_error" and reject["locator"] == "train.jsonl#0"
-    assert reject["reason"].startswith("the chatbot_arena adapter could not read this record: AttributeError")
+    assert (reject["kind"], reject["field"]) == ("adapter_error", "openai_moderation")
+    assert reject["locator"] == "train.jsonl#0"
+    assert reject["reason"].startswith("field 'openai_moderation' has a shape this adapter cannot read: AttributeError")
     assert_counts_add_up(manifest_of(out))
 
 
@@ -243,7 +244,10 @@ def test_non_utf8_and_trailing_content_are_rejected_with_the_file_named(tmp_path
     assert code == 0
     reasons = {r["locator"]: r["reason"] for r in rejects_of(out)}
     assert "unexpected content after the JSON array's closing ']'" in reasons["a_trailing.json#1"]
-    assert reasons["b_latin1.json#0"].startswith("b_latin1.json is not UTF-8 text")
+    assert reasons["b_latin1.json#0"] == (
+        "element 0 of the JSON array (at byte 1) is not UTF-8 text: invalid continuation byte (byte 0xe9) "
+        "at byte 18 of the record"
+    )
     m = manifest_of(out)
     assert (m["sources"]["debate"]["normalized"], m["sources"]["debate"]["rejected"]) == (1, 2)
 
@@ -269,3 +273,214 @@ def test_zero_split_ratios_and_orphan_sources_are_refused(tmp_path, capsys):
     assert "split ratios must add up to more than 0" in capsys.readouterr().err
     assert build(tmp_path, "--set", "configs=[{name: all, sources: [debate]}]")[0] == 2
     assert "are in no config, so their records would be written nowhere" in capsys.readouterr().err
+
+
+ARENA_LINES = (REAL / "chatbot_arena" / "train.jsonl").read_bytes().splitlines()
+DEBATE_CONFIG = "simple_nopersona_debate_majority_consensus"
+DEBATE_FILE = REAL / "debate" / "hub" / "data" / DEBATE_CONFIG / f"{DEBATE_CONFIG}.json"
+
+
+def build_arena(tmp_path, lines, *more):
+    folder = tmp_path / "arena"
+    folder.mkdir(exist_ok=True)
+    (folder / "train.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return build(tmp_path, "--sources", "chatbot_arena", "--source-dir", f"chatbot_arena={folder}", *more)
+
+
+def debate_rows(n):
+    """The first n real DEBATE rows of distinct examples, one from each Hub config."""
+    files = sorted((REAL / "debate" / "hub" / "data").glob("*/*.json"))
+    return [json.loads(path.read_bytes())[0] for path in files[:n]]
+
+
+def build_debate(tmp_path, data: bytes):
+    folder = tmp_path / "debate" / "data" / DEBATE_CONFIG
+    folder.mkdir(parents=True)
+    (folder / f"{DEBATE_CONFIG}.json").write_bytes(data)
+    return build(tmp_path, "--sources", "debate", "--source-dir", f"debate={tmp_path / 'debate'}")
+
+
+def counts(out, source):
+    s = manifest_of(out)["sources"][source]
+    assert s["read"] == s["normalized"] + s["rejected"] + s["filtered"]
+    return s["read"], s["normalized"], s["rejected"]
+
+
+def test_one_bad_byte_in_a_jsonl_line_costs_exactly_that_line(tmp_path):
+    lines = list(ARENA_LINES)
+    at = lines[39].index(b'"winner"') + 2
+    lines[39] = lines[39][:at] + b"\xff" + lines[39][at:]  # line 40
+    code, out = build_arena(tmp_path, lines)
+    assert code == 0
+    assert counts(out, "chatbot_arena") == (73, 72, 1)
+    [reject] = rejects_of(out)
+    assert (reject["locator"], reject["kind"]) == ("train.jsonl#39", "unreadable")
+    assert reject["reason"] == f"line 40 is not UTF-8 text: invalid start byte (byte 0xff) at byte {at} of the record"
+
+
+def test_a_nul_byte_in_a_debate_array_costs_exactly_its_element(tmp_path):
+    rows = [json.dumps(row).encode() for row in debate_rows(3)]
+    at = rows[1].index(b'"instruction": "') + len(b'"instruction": "')
+    rows[1] = rows[1][:at] + b"\x00" + rows[1][at:]
+    code, out = build_debate(tmp_path, b"[" + b", ".join(rows) + b"]")
+    assert code == 0
+    assert counts(out, "debate") == (3, 2, 1)
+    [reject] = rejects_of(out)
+    assert reject["locator"] == f"data/{DEBATE_CONFIG}/{DEBATE_CONFIG}.json#1"
+    start = len(rows[0]) + 3
+    assert reject["reason"].startswith(f"element 1 of the JSON array (at byte {start}) is not valid JSON: "
+                                       "Invalid control character")
+
+
+def test_a_bom_before_a_debate_file_is_accepted(tmp_path):
+    code, out = build_debate(tmp_path, b"\xef\xbb\xbf" + DEBATE_FILE.read_bytes())
+    assert code == 0
+    assert counts(out, "debate") == (1, 1, 0)
+
+
+def test_a_bom_before_a_jsonl_file_is_accepted(tmp_path):
+    code, out = build_arena(tmp_path, [b"\xef\xbb\xbf" + ARENA_LINES[0], *ARENA_LINES[1:]])
+    assert code == 0
+    assert counts(out, "chatbot_arena") == (73, 73, 0)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_a_value_nested_100000_deep_is_one_reject_in_every_reader(tmp_path):
+    deep_line = ARENA_LINES[5][:-1] + b', "deep": ' + DEEP + b"}"
+    code, out = build_arena(tmp_path, [*ARENA_LINES[:5], deep_line, *ARENA_LINES[6:]])
+    assert code == 0 and counts(out, "chatbot_arena") == (73, 72, 1)
+    [reject] = rejects_of(out)
+    assert (reject["locator"], reject["kind"]) == ("train.jsonl#5", "too_deep")
+    assert reject["reason"].startswith("line 6 is nested too deeply to read")
+
+    rows = [json.dumps(row).encode() for row in debate_rows(2)]
+    code, out = build_debate(tmp_path, b"[" + rows[0] + b", " + DEEP + b", " + rows[1] + b"]")
+    assert code == 0 and counts(out, "debate") == (3, 2, 1)
+    [reject] = rejects_of(out)
+    assert (reject["locator"], reject["kind"]) == (f"data/{DEBATE_CONFIG}/{DEBATE_CONFIG}.json#1", "too_deep")
+
+
+def test_a_deep_value_in_a_mapping_source_is_one_reject(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    good = {"id": "c1", "messages": [{"from": "a", "text": "hi"}, {"from": "b", "text": "hello"}]}
+    (folder / "chat.jsonl").write_bytes(json.dumps(good).encode() + b"\n" + DEEP + b"\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: deep\nsources:\n  - name: logs\n    adapter: mapping\n"
+        f"    location: {{path: {folder}}}\n"
+        "    mapping: {conversation_id: id, messages: messages, speaker: from, text: text}\n"
+    )
+    code = main(["build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    assert counts(tmp_path / "out", "logs") == (2, 1, 1)
+    [reject] = rejects_of(tmp_path / "out")
+    assert (reject["locator"], reject["kind"]) == ("chat.jsonl#1", "too_deep")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (b'"tstamp": NaN', "tstamp"),
+        (b'"tstamp": -Infinity', "tstamp"),
+        (b'"toxic_chat_tag": {"roberta-large": {"flagged": false, "probability": Infinity}}',
+         "toxic_chat_tag.roberta-large.probability"),
+    ],
+)
+def test_nan_and_infinity_are_rejected_naming_the_field(tmp_path, change, field):
+    row = ARENA_LINES[0][:-1] + b", " + change + b"}"  # a later duplicate key wins in JSON
+    code, out = build_arena(tmp_path, [row, *ARENA_LINES[1:]])
+    assert code == 0 and counts(out, "chatbot_arena") == (73, 72, 1)
+    [reject] = rejects_of(out)
+    assert (reject["locator"], reject["kind"], reject["field"]) == ("train.jsonl#0", "non_finite_number", field)
+    literal = change.split(b": ")[-1].strip(b"}").decode()
+    assert f"holds the literal {literal} in '{field}'" in reject["reason"]
+
+
+def test_nan_persona_diversity_in_debate_is_rejected(tmp_path):
+    text = DEBATE_FILE.read_bytes()
+    original = json.dumps(json.loads(text)[0]["persona_diversity"]).encode()
+    code, out = build_debate(tmp_path, text.replace(b'"persona_diversity": ' + original, b'"persona_diversity": NaN'))
+    assert code == 0 and counts(out, "debate") == (1, 0, 1)
+    [reject] = rejects_of(out)
+    assert (reject["kind"], reject["field"]) == ("non_finite_number", "persona_diversity")
+
+
+def test_wrong_types_that_used_to_vanish_are_rejects(tmp_path):
+    row = json.loads(ARENA_LINES[0])
+    lines = [json.dumps({**row, "toxic_chat_tag": [1]}).encode(), *ARENA_LINES[1:]]
+    code, out = build_arena(tmp_path, lines)
+    [reject] = rejects_of(out)
+    assert (reject["field"], reject["kind"]) == ("toxic_chat_tag", "wrong_type")
+    assert reject["reason"] == "field 'toxic_chat_tag': expected dict, found list [1]"
+
+    first, second = debate_rows(2)
+    first["finalAnswer"] = 5
+    second["globalMemory"][0]["solution"] = {"x": 1}
+    code, out = build_debate(tmp_path, json.dumps([first, second]).encode())
+    assert code == 0 and counts(out, "debate") == (2, 0, 2)
+    fields = {r["locator"].rsplit("#")[-1]: (r["field"], r["reason"]) for r in rejects_of(out)}
+    assert fields["0"] == ("finalAnswer", "field 'finalAnswer': expected str, found int 5")
+    assert fields["1"] == ("globalMemory[0].solution", "field 'globalMemory[0].solution': expected str, found dict "
+                                                       '{"x": 1}')
+
+
+def test_empty_input_files_are_listed_in_the_manifest_and_on_the_console(tmp_path, capsys):
+    folder = tmp_path / "arena"
+    folder.mkdir()
+    (folder / "a_empty.jsonl").write_bytes(b"")
+    (folder / "b_empty.jsonl.gz").write_bytes(b"")
+    (folder / "c_blank.jsonl").write_bytes(b"\n\n")
+    code, out = build_arena(tmp_path, ARENA_LINES)
+    assert code == 0
+    source = manifest_of(out)["sources"]["chatbot_arena"]
+    assert source["empty_files"] == ["a_empty.jsonl", "b_empty.jsonl.gz", "c_blank.jsonl"]
+    assert counts(out, "chatbot_arena") == (73, 73, 0)
+    console = capsys.readouterr().out
+    assert "empty file (no records in it): chatbot_arena: b_empty.jsonl.gz" in console
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "empty_array.json").write_text("[]")
+    shutil.copy(DEBATE_FILE, runs / "good.json")
+    code = main(["build", "--out", str(tmp_path / "out2"), "--no-progress", "--sources", "debate",
+                 "--source-dir", f"debate={runs}"])
+    assert code == 0 and manifest_of(tmp_path / "out2")["sources"]["debate"]["empty_files"] == ["empty_array.json"]
+    assert "empty file (no records in it): debate: empty_array.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("sources:\n  - name: debate\n    adapter: [x]\n", 'sources[0].adapter: expected string, found list ["x"]'),
+        ("sources:\n  - name: {a: 1}\n    adapter: debate\n", 'sources[0].name: expected string, found dict {"a": 1}'),
+        ("sources:\n  - name: debate\n    location: /p\n", 'sources[0].location: expected object, found str "/p"'),
+    ],
+)
+def test_recipe_type_errors_name_the_key_path(tmp_path, capsys, recipe, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe)
+    assert main(["build", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"coord-bench build: error: {path} is invalid:") and message in err
+    assert "Traceback" not in err
+
+
+def test_set_into_a_scalar_is_a_clear_error(tmp_path, capsys):
+    assert build(tmp_path, "--set", "sources.0.name.x=1")[0] == 2
+    assert capsys.readouterr().err == (
+        "coord-bench build: error: --set sources.0.name.x: sources.0.name is str \"chatbot_arena\", not a mapping "
+        "or list, so it has no key 'x'\n"
+    )
+
+
+def test_a_schema_reject_names_the_field(tmp_path):
+    [row] = debate_rows(1)
+    row["globalMemory"][0]["message_id"] = -1
+    code, out = build_debate(tmp_path, json.dumps([row]).encode())
+    assert code == 0 and counts(out, "debate") == (1, 0, 1)
+    [reject] = rejects_of(out)
+    assert (reject["kind"], reject["field"]) == ("schema", "turns[0].messages[0].message_id")
+    assert "turns[0].messages[0].message_id: -1 is less than the minimum of 0" in reject["reason"]

@@ -1,10 +1,10 @@
 """Sentence embeddings of message texts, each distinct text encoded once and cached by content.
 
-The cache is a SQLite file keyed by sha256(model id, text): a rebuild, or a build resumed after a crash,
-re-encodes nothing it already has. Texts longer than the model's ``max_seq_length`` word pieces (256 for
-MiniLM) are split into consecutive windows of ``max_seq_length - 2`` word pieces (room for the two special
-tokens); the window embeddings are averaged, weighted by their word-piece counts, and re-normalized to unit
-length (MiniLM's own output is unit length).
+The cache is a SQLite file keyed by sha256(model id, text), committed every batch: a rebuild, or a build
+resumed after a crash, re-encodes nothing it already has. Texts longer than the model's ``max_seq_length``
+word pieces (256 for MiniLM) are split into consecutive windows of ``max_seq_length - 2`` word pieces (room
+for the two special tokens); the window embeddings are averaged, weighted by their word-piece counts, and
+re-normalized to unit length (MiniLM's own output is unit length).
 """
 
 from __future__ import annotations
@@ -108,20 +108,30 @@ class Embedder:
         return text_key(self.model_id, text)
 
     def ensure(self, texts: Iterable[str]) -> int:
-        """Encode every distinct text not yet in the cache; return how many were encoded."""
+        """Encode every distinct text not yet in the cache; return how many were encoded.
+
+        The texts are cut into batches of ``batch_size`` by a fixed order (length, then key) that does not
+        depend on what the cache holds, and each batch is committed as soon as it is encoded. A build killed
+        mid-way keeps all but the batch in flight, and its rerun encodes each missing text in the same batch
+        as an uninterrupted build would: the model's float results depend on the batch, so its vectors (and
+        the latent model fitted on them) come out bit-identical."""
         by_key = {self.key(t): t for t in texts}
         self.distinct.update(by_key)
-        todo = sorted((by_key[k] for k in self.cache.missing(list(by_key))), key=len)  # similar lengths batch well
-        if not todo:
+        missing = self.cache.missing(list(by_key))
+        if not missing:
             return 0
-        with tqdm(total=len(todo), desc="embedding", unit="text", disable=not self.progress) as bar:
-            for start in range(0, len(todo), self.batch_size * 8):
-                chunk = todo[start : start + self.batch_size * 8]
-                vectors = self.encode(chunk)
-                self.cache.put({self.key(t): v for t, v in zip(chunk, vectors, strict=False)})
-                bar.update(len(chunk))
-        self.encoded += len(todo)
-        return len(todo)
+        ordered = sorted(by_key.items(), key=lambda item: (len(item[1]), item[0]))
+        batches = [ordered[start : start + self.batch_size] for start in range(0, len(ordered), self.batch_size)]
+        with tqdm(total=len(missing), desc="embedding", unit="text", disable=not self.progress) as bar:
+            for batch in batches:
+                new = [key for key, _ in batch if key in missing]
+                if not new:
+                    continue
+                vectors = self.encode([text for _, text in batch])
+                self.cache.put({key: v for (key, _), v in zip(batch, vectors, strict=True) if key in missing})
+                bar.update(len(new))
+        self.encoded += len(missing)
+        return len(missing)
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` (len(texts) x dim), encoding what the cache lacks."""

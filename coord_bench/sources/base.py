@@ -11,6 +11,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -136,6 +137,21 @@ def optional(raw: dict[str, Any], key: str, kinds: type | tuple[type, ...], *, w
     return require(raw, key, kinds, nullable=True, where=where) if key in raw else None
 
 
+@contextmanager
+def reading(label: str) -> Iterator[None]:
+    """Turn an error no check foresaw while reading field ``label`` into a reject that names the field."""
+    try:
+        yield
+    except Reject:
+        raise
+    except Exception as err:
+        raise Reject(
+            f"field '{label}' has a shape this adapter cannot read: {type(err).__name__}: {err}",
+            field=label,
+            kind="adapter_error",
+        ) from None
+
+
 def _preview(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -191,7 +207,7 @@ class SourceAdapter(ABC):
     def normalize(self, raw: RawRecord) -> dict[str, Any]:
         """Turn a raw record into a complete unified record; raises ``Reject``."""
         if isinstance(raw.value, ReadFailure):
-            raise Reject(raw.value.reason, kind="unreadable")
+            raise Reject(raw.value.reason, field=raw.value.field, kind=raw.value.kind)
         if not isinstance(raw.value, dict):
             raise Reject(f"expected a JSON object, found {type(raw.value).__name__}", kind="wrong_type")
         body = self.convert(raw)

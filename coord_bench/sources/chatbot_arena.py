@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, agent, blank, check_item, message, require
+from coord_bench.sources.base import (
+    RawRecord,
+    Reject,
+    SourceAdapter,
+    agent,
+    blank,
+    check_item,
+    message,
+    optional,
+    reading,
+    require,
+)
 from coord_bench.splits import normalize_text
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -86,7 +97,7 @@ class ChatbotArena(SourceAdapter):
             "turns": turns,
             "outcome": {"winner": winner, "judge": require(row, "judge", str, nullable=True)},
             "timestamp": _number(row, "tstamp"),
-            "safety": {**_moderation(row.get("openai_moderation")), **_toxicity(row.get("toxic_chat_tag"))},
+            "safety": {**_moderation(row), **_toxicity(row)},
         }
 
 
@@ -134,10 +145,16 @@ def _pair_turns(conv_a: list[Any], conv_b: list[Any]) -> list[dict[str, Any]]:
     return turns
 
 
-def _moderation(result: Any) -> dict[str, Any]:
+def _moderation(row: dict[str, Any]) -> dict[str, Any]:
     """Summarise an openai_moderation result: flagged, the flagged category names, the top score."""
+    result = row.get("openai_moderation")
     if not isinstance(result, dict):
-        return {}
+        return {}  # the full value is kept in extras
+    with reading("openai_moderation"):
+        return _moderation_summary(result)
+
+
+def _moderation_summary(result: dict[str, Any]) -> dict[str, Any]:
     categories = result.get("categories") or {}
     scores = [s for s in (result.get("category_scores") or {}).values() if isinstance(s, (int, float))]
     return {
@@ -147,14 +164,16 @@ def _moderation(result: Any) -> dict[str, Any]:
     }
 
 
-def _toxicity(tag: Any) -> dict[str, Any]:
-    if not isinstance(tag, dict):
+def _toxicity(row: dict[str, Any]) -> dict[str, Any]:
+    """The two toxic-chat classifiers' verdicts; a value of the wrong shape is a reject naming it."""
+    tag = optional(row, "toxic_chat_tag", dict)
+    if tag is None:
         return {}
-    roberta = tag.get("roberta-large") or {}
-    t5 = tag.get("t5-large") or {}
-    return {
-        "toxic_chat_roberta_flagged": roberta.get("flagged"),
-        "toxic_chat_roberta_probability": roberta.get("probability"),
-        "toxic_chat_t5_flagged": t5.get("flagged"),
-        "toxic_chat_t5_score": t5.get("score"),
-    }
+    out = {}
+    for model, column, score in (("roberta-large", "roberta", "probability"), ("t5-large", "t5", "score")):
+        verdict = optional(tag, model, dict, where="toxic_chat_tag.") or {}
+        where = f"toxic_chat_tag.{model}."
+        out[f"toxic_chat_{column}_flagged"] = optional(verdict, "flagged", bool, where=where)
+        value = optional(verdict, score, (int, float), where=where)
+        out[f"toxic_chat_{column}_{score}"] = None if value is None else float(value)
+    return out

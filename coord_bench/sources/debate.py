@@ -196,7 +196,7 @@ def _turns(memory: list[Any], agents: list[dict[str, Any]], roster: set[str]) ->
                     require(item, "contribution", str, nullable=True, where=where) or "message",
                     require(item, "message", str, where=where),
                     agreement=optional(item, "agreement", bool, where=where),
-                    solution=_text_or_none(item.get("solution")),
+                    solution=optional(item, "solution", str, where=where),
                     visible_message_ids=visible,
                 ),
             )
@@ -253,8 +253,8 @@ def _correct(final_answer: str | None, references: list[str]) -> bool | None:
 
 def _final_answer(row: dict[str, Any], turns: list[dict[str, Any]]) -> tuple[str | None, str | None]:
     """MALLM's finalAnswer when present; else the most common solution of the last turn (ties: the latest)."""
-    final = row.get("finalAnswer")
-    if isinstance(final, str) and final.strip():
+    final = optional(row, "finalAnswer", str)
+    if final and final.strip():
         return final, "finalAnswer"
     solutions = [m["solution"] for m in turns[-1]["messages"] if m["solution"] and m["solution"].strip()]
     if not solutions:

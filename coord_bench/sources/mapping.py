@@ -503,14 +503,6 @@ def _unmapped_keys(event: dict[str, Any], tree: Any, prefix: str = "") -> Iterat
 # ---- the adapter -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Rejected(ReadFailure):
-    """Something ``iter_raw`` already knows is wrong; ``normalize`` turns it into a ``Reject``."""
-
-    field: str | None = None
-    kind: str = "invalid"
-
-
 _NO_ID = object()
 
 
@@ -606,11 +598,11 @@ class Mapping(SourceAdapter):
             found, items, label, why = _try(value, fp, root="the top-level value")
             if not found:
                 reject = _missing(fp, why, f"top-level value {top} of {relative}", label)
-                yield n, _Rejected(reject.reason, reject.field, reject.kind)
+                yield n, ReadFailure(reject.reason, reject.field, reject.kind)
                 n += 1
             elif not isinstance(items, list):
                 reject = _wrong(label, "records", f"top-level value {top} of {relative}", "a list of records", items)
-                yield n, _Rejected(reject.reason, reject.field, reject.kind)
+                yield n, ReadFailure(reject.reason, reject.field, reject.kind)
                 n += 1
             else:
                 for item in items:
@@ -618,18 +610,18 @@ class Mapping(SourceAdapter):
                     n += 1
 
     def _events(self, path: Path, relative: str) -> Iterator[tuple[int, Any, str | None]]:
-        """(index, event, conversation id); a bad event comes as a ``_Rejected`` or ``ReadFailure`` with id None."""
+        """(index, event, conversation id); a bad event comes as a ``ReadFailure`` with id None."""
         for index, value in self._records(path, relative):
             if isinstance(value, ReadFailure):
                 yield index, value, None
             elif not isinstance(value, dict):
                 reason = f"record {relative}#{index}: expected an object (one event), found {type(value).__name__}"
-                yield index, _Rejected(reason, None, "wrong_type"), None
+                yield index, ReadFailure(reason, None, "wrong_type"), None
             else:
                 try:
                     yield index, value, self._conversation_id(value, f"record {relative}#{index}", "the event")
                 except Reject as reject:
-                    yield index, _Rejected(reject.reason, reject.field, reject.kind), None
+                    yield index, ReadFailure(reject.reason, reject.field, reject.kind), None
 
     def _flat_conversations(self, path: Path, relative: str) -> Iterator[RawRecord]:
         # pass 1 (ids only): the runs of each conversation id, to reject every part of a split conversation
@@ -668,12 +660,7 @@ class Mapping(SourceAdapter):
             f"{', '.join(f'#{i}' for i, _ in starts)}). The flat layout needs the events of a conversation next "
             "to each other: sort the file by conversation id (then by turn). Every part of it is rejected."
         )
-        return RawRecord(relative, indexes[0], _Rejected(reason, self.options.conversation_id.shown, "interleaved"))
-
-    def normalize(self, raw: RawRecord) -> dict[str, Any]:
-        if isinstance(raw.value, _Rejected):
-            raise Reject(raw.value.reason, field=raw.value.field, kind=raw.value.kind)
-        return super().normalize(raw)
+        return RawRecord(relative, indexes[0], ReadFailure(reason, self.options.conversation_id.shown, "interleaved"))
 
     def extras(self, raw: dict[str, Any]) -> dict[str, Any]:
         return self._extras
