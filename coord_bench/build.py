@@ -9,7 +9,6 @@ record read ends up counted as normalized, rejected or filtered.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from coord_bench import __version__
 from coord_bench.build_folder import MANIFEST_FILE, REJECTS_FILE, BuildFolderError, recover, start_staging, swap_in
 from coord_bench.filters import filter_reason
+from coord_bench.locate import file_sha256
 from coord_bench.recipe import recipe_hash
 from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, SourceSpec, adapter_class
@@ -238,14 +238,6 @@ def _raw_payload(raw: RawRecord) -> dict[str, Any]:
     return {"raw_pointer": f"{raw.file}#{raw.index}"}  # relative to the source's folder: no local paths leak
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source_entry(adapter: Any, files: list[Path], stats: dict[str, Any]) -> dict[str, Any]:
     spec = adapter.spec
     return {
@@ -254,7 +246,7 @@ def _source_entry(adapter: Any, files: list[Path], stats: dict[str, Any]) -> dic
         "revision": spec.revision,
         "license": adapter.license,
         "files": [
-            {"path": p.relative_to(spec.root).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+            {"path": p.relative_to(spec.root).as_posix(), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
             for p in files
         ],
         "empty_files": stats["empty_files"],  # files that hold no record (zero bytes, [] or blank lines only)

@@ -88,6 +88,25 @@ def _flag_overrides(args: argparse.Namespace, recipe: dict) -> dict:
     return recipe
 
 
+def _recipe_lock(args: argparse.Namespace, path: Path, recipe: dict):
+    """The lock beside a recipe file that has Hub sources; a build of the default recipe keeps none."""
+    from coord_bench.lock import RecipeLock
+    from coord_bench.recipe import source_location
+
+    if not any(source_location(s).get("hub") for s in recipe["sources"]):
+        if args.locked or args.update_lock:
+            print("no Hub source in this build: nothing to lock")
+        return None
+    if not args.recipe:
+        if args.locked or args.update_lock:
+            raise UsageError(
+                "--locked and --update-lock need a recipe file: the lock lives beside it (the default recipe "
+                "keeps none); save the recipe to a file and build that"
+            )
+        return None
+    return RecipeLock.beside(path, locked=args.locked, update=args.update_lock)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from coord_bench.build import run_build
     from coord_bench.console import build_summary, where_to_look
@@ -105,10 +124,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     validate_recipe(recipe, origin=str(path))
     recipe = apply_overrides(_flag_overrides(args, recipe), args.set)
     validate_recipe(recipe, origin=f"{path} with the overrides")
+    lock = _recipe_lock(args, path, recipe)
     if args.dry_run:
-        print(describe_plan(recipe, origin=str(path)))
+        print(describe_plan(recipe, origin=str(path), lock=lock))
         return 0
-    plan = to_plan(recipe)
+    plan = to_plan(recipe, lock=lock)
+    if lock is not None:
+        lock.save()
+        print("\n".join(lock.notes))
+    else:
+        for spec in plan.sources:
+            if spec.revision:
+                print(f"{spec.name}: read {spec.dataset} at {spec.revision} (not locked: a recipe file keeps a lock)")
     manifest = run_build(plan, progress=not args.no_progress, say=print)
     print(build_summary(manifest, plan.out_dir))
     if (recipe.get("output") or {}).get("report"):
@@ -271,6 +298,13 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--dry-run", action="store_true", help="print what would be downloaded, built and spent; do nothing"
+    )
+    build.add_argument(
+        "--locked", action="store_true",
+        help="fail unless the recipe's lock file pins every Hub source and the Hub heads have not moved (CI)",
+    )
+    build.add_argument(
+        "--update-lock", action="store_true", help="resolve the Hub sources' revisions afresh and rewrite the lock"
     )
     build.add_argument("--sources", help="comma-separated sources of the recipe to build (default: all)")
     build.add_argument(

@@ -11,13 +11,16 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from coord_bench.resources import resource_path
-from coord_bench.schema import format_path, validator
+from coord_bench.schema import describe_error, validator
 from coord_bench.sources import ADAPTERS, check_mapping
+
+if TYPE_CHECKING:
+    from coord_bench.lock import RecipeLock
 
 SAMPLE_RECIPE = "sample.yaml"
 RECIPE_SCHEMA = "recipe.schema.json"
@@ -92,26 +95,10 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
     return recipe
 
 
-def _describe(error: Any) -> str:
-    where = format_path(error.absolute_path) if error.absolute_path else "(top level)"
-    found = json.dumps(error.instance, default=str)
-    found = found if len(found) <= 80 else found[:77] + "..."
-    if error.validator == "additionalProperties":
-        allowed = ", ".join(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return f"{where}: unknown key(s) {', '.join(map(repr, extra))}; expected one of: {allowed}"
-    if error.validator == "required":
-        return f"{where}: {error.message}"
-    if error.validator == "type":
-        return f"{where}: expected {error.validator_value}, found {type(error.instance).__name__} {found}"
-    if error.validator == "enum":
-        return f"{where}: expected one of {error.validator_value}, found {found}"
-    return f"{where}: {error.message}"
-
-
 def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
     """Raise ``RecipeError`` listing every problem, each with its key path, the expectation and the value."""
-    errors = [_describe(e) for e in sorted(validator(RECIPE_SCHEMA).iter_errors(recipe), key=lambda e: list(e.path))]
+    found = sorted(validator(RECIPE_SCHEMA).iter_errors(recipe), key=lambda e: list(e.path))
+    errors = [describe_error(e) for e in found]
     # The checks below see only values of the right type: the schema errors above already name the others.
     names = []
     sources = recipe.get("sources")
@@ -181,9 +168,10 @@ def configs_of(recipe: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
     return {c["name"]: list(c["sources"]) for c in declared}, default
 
 
-def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
+def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None, lock: RecipeLock | None = None):
     """Resolve locations (downloading Hub sources) and return the ``BuildPlan`` of a validated recipe.
 
+    With a ``lock``, Hub sources are read at their locked commits (or locked; the caller saves the lock).
     The plan records the recipe with every Hub source pinned to the commit it was read at, so the recipe in
     the manifest and the card rebuilds the same rows."""
     from coord_bench.build import BuildPlan
@@ -199,13 +187,11 @@ def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
         if location.get("path"):
             spec = local_source(name, location["path"], adapter)
         elif location.get("hub"):
-            spec = hub_source(
-                name,
-                location["hub"],
-                location.get("revision"),
-                adapter,
-                config_patterns=(source.get("filters") or {}).get("configs"),
-            )
+            configs = (source.get("filters") or {}).get("configs")
+            if lock is not None:
+                spec = lock.resolve(name, location, adapter, configs)
+            else:
+                spec = hub_source(name, location["hub"], location.get("revision"), adapter, config_patterns=configs)
             if spec.revision:
                 location["revision"] = spec.revision
         else:
@@ -237,30 +223,36 @@ def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None):
     )
 
 
-def describe_plan(recipe: dict[str, Any], origin: str = "recipe") -> str:
-    """What a build of this recipe would download, build and spend; reads nothing, fetches nothing."""
+def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLock | None = None) -> str:
+    """What a build of this recipe would download, build and spend; reads nothing, fetches nothing.
+
+    For Hub sources it says the commit the ``lock`` pins, or that none is locked yet."""
+    from coord_bench.locate import hub_patterns
+
     lines = [f"recipe {origin} (resolved sha256 {recipe_hash(recipe)[:16]})", "sources:"]
     for source in recipe["sources"]:
         cls = ADAPTERS[source.get("adapter", source["name"])]
         location = source_location(source)
+        locked = None
         if location.get("hub"):
-            revision = location.get("revision", "main")
-            pinned = "" if len(revision) == 40 else "  WARNING: revision not pinned to a commit sha"
-            patterns = (source.get("filters") or {}).get("configs")
-            files = (
-                [cls.hub_config_pattern.format(config=p) for p in patterns]
-                if patterns and cls.hub_config_pattern
-                else list(cls.file_patterns)
-            )
-            where = f"download Hub dataset {location['hub']}@{revision} files {', '.join(files)}{pinned}"
+            configs = (source.get("filters") or {}).get("configs")
+            files = ", ".join(hub_patterns(cls.name, configs))
+            where = f"download Hub dataset {location['hub']}@{location.get('revision', 'main')} files {files}"
             if "gated" in cls.license:
                 where += "  (gated: needs HF_TOKEN of an account that accepted the terms)"
+            locked = (
+                lock.describe(source["name"], location, cls.name, configs)
+                if lock is not None
+                else "none (only a recipe file keeps a lock, beside it)"
+            )
         elif location.get("path"):
             where = f"read local folder {location['path']}"
         else:
             where = "read the embedded sample (offline)"
         filters = source.get("filters")
         lines.append(f"  {source['name']:<26} adapter {cls.name:<26} {where}")
+        if locked:
+            lines.append(f"  {'':<26} lock: {locked}")
         if filters:
             lines.append(f"  {'':<26} filters {json.dumps(filters)}")
     configs, default = configs_of(recipe)

@@ -85,6 +85,24 @@ def record_problems(record: dict[str, Any], name: str = RECORD_SCHEMA_FILE) -> I
         yield format_path(error.absolute_path), error.message
 
 
+def describe_error(error: Any) -> str:
+    """One jsonschema error as a line: where, what was expected, what was found."""
+    where = format_path(error.absolute_path) if error.absolute_path else "(top level)"
+    found = json.dumps(error.instance, default=str)
+    found = found if len(found) <= 80 else found[:77] + "..."
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"{where}: unknown key(s) {', '.join(map(repr, extra))}; expected one of: {allowed}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "type":
+        return f"{where}: expected {error.validator_value}, found {type(error.instance).__name__} {found}"
+    if error.validator == "enum":
+        return f"{where}: expected one of {error.validator_value}, found {found}"
+    return f"{where}: {error.message}"
+
+
 def record_errors(record: dict[str, Any], name: str = RECORD_SCHEMA_FILE) -> Iterator[str]:
     """Yield one readable message per schema violation: the field path, then what was wrong."""
     for path, problem in record_problems(record, name):
