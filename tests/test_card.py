@@ -29,43 +29,35 @@ def _loaded_ids(folder, config, cache):
     return sorted(i for split in loaded.values() for i in split["id"])
 
 
-def _arena_build(out, lines):
-    """A build of the first ``lines`` real arena records: same folder, other content for each ``lines``."""
-    source = out.parent / f"arena_{lines}"
+def _arena_build(out, first, last):
+    """Build real arena records ``first:last`` into ``out``: the same folder, other content for other ranges."""
+    source = out.parent / "arena_source"
     source.mkdir(parents=True, exist_ok=True)
-    all_lines = (REAL / "chatbot_arena" / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
-    (source / "train.jsonl").write_text("".join(all_lines[:lines]), encoding="utf-8")
+    lines = (REAL / "chatbot_arena" / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (source / "train.jsonl").write_text("".join(lines[first:last]), encoding="utf-8")
     args = ["build", "--no-progress", "--annotate", "none", "--out", str(out), "--sources", "chatbot_arena"]
     assert main([*args, "--source-dir", f"chatbot_arena={source}"]) == 0
-    return out
+    return _built_ids(out, "chatbot_arena")
 
 
 def test_a_rebuild_into_the_same_folder_loads_the_new_rows(tmp_path):
     cache = tmp_path / "hf_cache"
     out = tmp_path / "builds" / "coord_bench"
-    first = _arena_build(out, 12)
-    assert _loaded_ids(first, "chatbot_arena", cache) == _built_ids(first, "chatbot_arena")
-    before = _built_ids(first, "chatbot_arena")
-    second = _arena_build(out, 30)
-    after = _built_ids(second, "chatbot_arena")
+    before = _arena_build(out, 0, 12)
+    assert _loaded_ids(out, "chatbot_arena", cache) == before
+    after = _arena_build(out, 0, 30)
     assert after != before
-    assert _loaded_ids(second, "chatbot_arena", cache) == after
+    assert _loaded_ids(out, "chatbot_arena", cache) == after
 
 
 def test_a_rebuild_with_as_many_rows_but_other_content_loads_the_new_rows(tmp_path):
     """Same row count and split sizes, different records: only the content fingerprint tells them apart."""
     cache = tmp_path / "hf_cache"
     out = tmp_path / "builds" / "coord_bench"
-    _arena_build(out, 10)
-    before = _built_ids(out, "chatbot_arena")
+    before = _arena_build(out, 0, 10)
     assert _loaded_ids(out, "chatbot_arena", cache) == before
-    lines = (REAL / "chatbot_arena" / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
-    source = tmp_path / "builds" / "arena_10"
-    (source / "train.jsonl").write_text("".join(lines[10:20]), encoding="utf-8")
-    assert main(["build", "--no-progress", "--annotate", "none", "--out", str(out), "--sources", "chatbot_arena",
-                 "--source-dir", f"chatbot_arena={source}"]) == 0
-    after = _built_ids(out, "chatbot_arena")
-    assert after != before
+    after = _arena_build(out, 10, 20)
+    assert after != before and len(after) == len(before)
     assert _loaded_ids(out, "chatbot_arena", cache) == after
 
 
