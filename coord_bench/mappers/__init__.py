@@ -50,5 +50,5 @@ def build_mappers(annotations: dict[str, dict[str, Any]], out_dir: Path, progres
         else:  # judge
             from coord_bench.mappers.judge import JudgeMapper
 
-            mappers.append(JudgeMapper(params, progress=progress))
+            mappers.append(JudgeMapper(params, progress=progress, folder=out_dir))  # the budget is the folder's
     return mappers
