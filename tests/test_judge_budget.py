@@ -1,9 +1,13 @@
 """The judge's budget is the build folder's, on disk: it holds across kills, reruns and concurrent runs.
 
-Against the real llama.cpp server behind a slow fault proxy (so a kill finds requests in flight) at
-concurrency 8, a `label` run is SIGKILLed before its first request, in the middle of its requests and while its
-labelled shards are written; the rerun then finishes with the rows of an uninterrupted run (content hashes)
-and the server never receives more requests than the cap. Every wait is bounded; 127.0.0.1 only.
+Behind a slow fault proxy (so a kill finds requests in flight), at concurrency 8, a `label` run is SIGKILLed
+before its first request, in the middle of its requests and while its labelled shards are written; the rerun
+then finishes with the rows of an uninterrupted run (content hashes) and the server never receives more
+requests than the cap. The row comparison runs against a server whose verdict is a function of the
+conversation: llama.cpp at temperature 0 is not (its answer to a prompt shifts with the prompt it served
+before, whose prefix it reuses, and concurrent requests reach it in any order). The real llama.cpp server runs
+the measured scenario of the issue (cap 10, concurrency 8, a kill with requests in flight, two reruns) and the
+two concurrent runs. Every wait is bounded; 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from llm_server import FakeChatServer, FaultProxy
+from llm_server import FakeChatServer, FaultProxy, conversation_id, judgement
 from realdata import source_dir_args
 
 from coord_bench.cli import main
@@ -40,6 +45,19 @@ def build(tmp_path_factory) -> Path:
     args = ["build", "--no-progress", "--out", str(out), "--limit", "8", "--sources", ",".join(sources)]
     assert main(args + source_dir_args(sources)) == 0
     return out
+
+
+def verdict(request: dict) -> dict:
+    """A judgement that depends on the conversation only: swapped or repeated labels would show in the rows."""
+    h = int(hashlib.sha256((conversation_id(request) or "").encode()).hexdigest(), 16)
+    return judgement(success=h % 11, level=("full", "partial", "none")[h % 3], efficiency=(h // 11) % 11)
+
+
+@pytest.fixture(scope="module")
+def judge_server():
+    server = FakeChatServer(latency=0.3, responder=verdict, models=("smollm2",)).start()
+    yield server
+    server.stop()
 
 
 def label_args(folder: Path, cache: Path, base_url: str, *extra: str, calls: int = 12, sample: int | None = 4):
@@ -102,28 +120,27 @@ def assert_adds_up(ledger: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(llama, build, tmp_path_factory) -> str:
+def reference(judge_server, build, tmp_path_factory) -> str:
     """The rows of an uninterrupted run (same seed, sample and server)."""
     root = tmp_path_factory.mktemp("reference")
     folder = shutil.copytree(build, root / "build")
-    proxy = FaultProxy(llama.base_url).start()
-    try:
-        assert main(label_args(folder, root / "cache", proxy.base_url)) == 0
-    finally:
-        proxy.stop()
+    received = judge_server.received
+    assert main(label_args(folder, root / "cache", judge_server.base_url)) == 0
     judge = json.loads((folder / "build_manifest.json").read_text())["annotations"]["judge"]
-    assert judge["rows"]["ok"] == 4 and proxy.received == 4  # the tiny model answers every one in json_object mode
+    assert judge["rows"]["ok"] == 4 and judge_server.received - received == 4
     return rows_hash(folder)
 
 
-# -- kill at each point, rerun, same rows, cap held (llama.cpp + slow proxy) -------------------------------------
+# -- kill at each point, rerun, same rows, cap held (slow proxy) --------------------------------------------------
 
 
 @pytest.mark.parametrize("kill_point", ["before_first_request", "mid_requests", "writing_shards"])
-def test_a_killed_label_reruns_to_the_rows_of_an_uninterrupted_run(llama, build, reference, tmp_path, kill_point):
+def test_a_killed_label_reruns_to_the_rows_of_an_uninterrupted_run(
+    judge_server, build, reference, tmp_path, kill_point
+):
     folder = shutil.copytree(build, tmp_path / "build")
     cache = tmp_path / "cache"
-    proxy = FaultProxy(llama.base_url, latency=LATENCY).start()
+    proxy = FaultProxy(judge_server.base_url, latency=LATENCY).start()
     log = tmp_path / "killed.log"
     try:
         process = start_label(label_args(folder, cache, proxy.base_url), log)
@@ -191,7 +208,7 @@ def test_the_issue_scenario_max_calls_10_concurrency_8_kill_and_rerun_stays_with
     )
     assert f"Remaining: {ledger['calls_remaining']} of 10 calls" in card
 
-    again = FaultProxy(llama.base_url).start()  # a third run with the same cap: nothing left to spend
+    again = FaultProxy(llama.base_url).start()  # a third run, same cap, another endpoint: nothing left to spend
     try:
         assert main(label_args(folder, cache, again.base_url, calls=10, sample=None)) == 0
     finally:
@@ -203,9 +220,7 @@ def test_the_issue_scenario_max_calls_10_concurrency_8_kill_and_rerun_stays_with
 # -- two runs at once (llama.cpp + slow proxy) -------------------------------------------------------------------
 
 
-def test_a_second_label_on_the_same_folder_refuses_or_waits_and_the_cap_holds(
-    llama, build, reference, tmp_path, capsys
-):
+def test_a_second_label_on_the_same_folder_refuses_or_waits_and_the_cap_holds(llama, build, tmp_path, capsys):
     folder = shutil.copytree(build, tmp_path / "build")
     cache = tmp_path / "cache"
     proxy = FaultProxy(llama.base_url, latency=LATENCY).start()
@@ -220,15 +235,20 @@ def test_a_second_label_on_the_same_folder_refuses_or_waits_and_the_cap_holds(
         assert main(args) == 2  # at once: the holder is named
         err = capsys.readouterr().err
         assert f"is in use by `coord-bench label` (pid {first.pid}" in err and "--wait" in err
-        assert main([*args, "--wait", "300"]) == 0  # waits for the first, then finds everything done
-        assert first.wait(timeout=30) == 0, log.read_text()[-2000:]
+        waited = threading.Thread(target=lambda: outcome.append(main([*args, "--wait", "300"])))
+        outcome: list[int] = []
+        waited.start()  # waits for the first to finish, then finds every answer cached
+        assert first.wait(timeout=300) == 0, log.read_text()[-2000:]
+        waited.join(timeout=300)
+        assert outcome == [0]
     finally:
         if first.poll() is None:
             first.kill()
         proxy.stop()
     assert "waiting for `coord-bench label`" in capsys.readouterr().err
     assert proxy.received == 4 <= 12  # the second run sent nothing: the cache had every answer
-    assert rows_hash(folder) == reference
+    judge = json.loads((folder / "build_manifest.json").read_text())["annotations"]["judge"]
+    assert judge["requests"]["judgements_cached"] == 4 and judge["requests"]["sent"] == 0  # the first run's labels
     ledger = ledger_of(folder)
     assert ledger["calls_sent"] == 4 and ledger["runs"] == 1 and ledger["lost_in_crash"] == 0
 
@@ -281,10 +301,13 @@ def test_raising_the_cap_needs_the_flag_lowering_does_not(tmp_path):
 
 
 RESERVE_MANY = (
-    "import sys\n"
+    "import sys, time\n"
+    "from pathlib import Path\n"
     "from coord_bench.mappers.judge.budget import Budget\n"
     "budget = Budget(50, 0.9, path=sys.argv[1], key='k')\n"
     "budget.start()\n"
+    "while not Path(sys.argv[2]).exists():  # all start together\n"
+    "    time.sleep(0.001)\n"
     "for _ in range(40):\n"
     "    reservation = budget.reserve(0.01)\n"
     "    if reservation is not None:\n"
@@ -294,15 +317,17 @@ RESERVE_MANY = (
 
 
 def test_processes_reserving_at_once_never_overshoot(tmp_path):
-    path = tmp_path / LEDGER_FILE
+    path, go = tmp_path / LEDGER_FILE, tmp_path / "go"
     workers = [
-        subprocess.Popen([sys.executable, "-c", RESERVE_MANY, str(path)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", RESERVE_MANY, str(path), str(go)], stdout=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
+    time.sleep(3)  # let them all reach the starting line (a late one only competes less)
+    go.touch()
     granted = [int(w.communicate(timeout=120)[0]) for w in workers]
     totals = Budget(50, 0.9, path=path, key="k").totals()
     assert sum(granted) == totals["calls_sent"] == 50  # 160 tries by 4 processes, 50 granted, not one more
-    assert all(g > 0 for g in granted)  # they really did compete
+    assert sum(g > 0 for g in granted) >= 2  # they competed (one alone could take at most 40)
     assert totals["spent_usd"] == pytest.approx(0.5)
 
 

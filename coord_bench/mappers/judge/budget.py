@@ -12,7 +12,8 @@ A reservation a killed process never settled stays in the ledger as *lost*: its 
 provider may have billed it, so it counts as spent, at its estimate. A rerun with the same caps therefore
 spends only the remainder; the judge cache makes everything answered free anyway.
 
-Ledger key: sha256 of the build folder's resolved path, the judge's public base URL and its sorted models.
+Ledger key: sha256 of the build folder's resolved path and the judge's sorted models; not the base URL, so
+pointing the same judge at another endpoint (a proxy, a new port) spends from the same budget.
 The ledger's caps are a ceiling: a run may ask for less, but asking for more (a raise) needs ``raise_cap``
 (``--raise-budget``), on purpose. Without a folder (the Python API on records in memory) the ledger lives in
 memory and holds for that one run.
@@ -41,7 +42,7 @@ from typing import Any
 PROMPT_MARGIN = 1.25
 TOKENS_PER_MESSAGE = 8
 LEDGER_FILE = "judge_budget.sqlite"
-KEYED_BY = "the build folder's resolved path, the judge's public base_url and its sorted models"
+KEYED_BY = "the build folder's resolved path and the judge's sorted models"
 EPSILON = 1e-12
 
 
@@ -67,8 +68,8 @@ def estimate_prompt_tokens(encoding: Any, messages: list[dict[str, str]], schema
     return math.ceil(counted * PROMPT_MARGIN) + TOKENS_PER_MESSAGE * len(messages)
 
 
-def ledger_key(folder: Path, base_url: str, models: list[str]) -> str:
-    identity = {"folder": str(Path(folder).resolve()), "base_url": base_url, "models": sorted(models)}
+def ledger_key(folder: Path, models: list[str]) -> str:
+    identity = {"folder": str(Path(folder).resolve()), "models": sorted(models)}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

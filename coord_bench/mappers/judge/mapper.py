@@ -250,7 +250,7 @@ class JudgeMapper:
                 p["max_calls"],
                 p["max_cost_usd"],
                 path=None if folder is None else cache_path.parent / LEDGER_FILE,
-                key="memory" if folder is None else ledger_key(folder, self.public_url, self.models),
+                key="memory" if folder is None else ledger_key(folder, self.models),
                 raise_cap=bool(params.get("raise_budget")),
             )
         except BudgetRaiseRefused as err:
