@@ -93,7 +93,7 @@ def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None]
         work_dir = start_staging(out_dir, say)
     except BuildFolderError as err:
         raise BuildError(str(err)) from None
-    mappers = build_mappers(plan.annotations, work_dir, progress=progress)
+    mappers = build_mappers(plan.annotations, work_dir, progress=progress, budget_folder=out_dir)
     corpus = StagedCorpus(work_dir / ".staging")
     stats = {spec.name: _new_stats() for spec in plan.sources}
     with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:

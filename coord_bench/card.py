@@ -151,6 +151,8 @@ def _annotations_section(manifest: dict[str, Any]) -> str:
         text = f"### {name}\n\n{_doc(_LAYER_DOCS[name])}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
         if name == "latents" and info.get("quality"):
             text += "\n\n" + _latent_quality(info["quality"])
+        if name == "judge" and (info.get("budget") or {}).get("ledger"):
+            text += "\n\n" + _judge_budget(info["budget"]["ledger"])
         if info.get("agreement"):
             text += f"\n\nAgreement: `{json.dumps(info['agreement'])}`"
         parts.append(text)
@@ -187,6 +189,18 @@ def _public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     if (public.get("output") or {}).get("dir"):
         public["output"]["dir"] = Path(str(public["output"]["dir"])).name
     return public
+
+
+def _judge_budget(ledger: dict[str, Any]) -> str:
+    """The judge's spending over every run on this build, from its budget ledger."""
+    return (
+        f"Judge budget (a ledger keyed by {ledger['keyed_by']}, over {ledger['runs']} run(s) that sent requests): "
+        f"{ledger['calls_sent']} calls sent, {ledger['answered']} answered, {ledger['failed']} failed, "
+        f"{ledger['lost_in_crash']} lost in a crash (sent or about to be when a run was killed; counted as spent "
+        f"at their estimate, since a provider may have billed them); ${ledger['spent_usd']:.4f} spent. Remaining: "
+        f"{ledger['calls_remaining']} of {ledger['max_calls']} calls and ${ledger['usd_remaining']:.4f} of "
+        f"${ledger['max_cost_usd']:g}."
+    )
 
 
 def _recipe_block(manifest: dict[str, Any]) -> str:

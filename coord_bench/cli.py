@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import sys
@@ -16,6 +17,21 @@ from coord_bench.sources import adapter_class
 
 class UsageError(ValueError):
     pass
+
+
+def _holding(args: argparse.Namespace, *folders: Path) -> contextlib.ExitStack:
+    """The locks of the build folders this command writes or reads (see folder_lock), in a fixed order so two
+    commands that need the same two folders cannot deadlock."""
+    from coord_bench.folder_lock import folder_lock
+
+    stack = contextlib.ExitStack()
+    try:
+        for folder in sorted({Path(f).resolve() for f in folders}):
+            stack.enter_context(folder_lock(folder, args.command, args.wait))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -136,12 +152,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         for spec in plan.sources:
             if spec.revision:
                 print(f"{spec.name}: read {spec.dataset} at {spec.revision} (not locked: a recipe file keeps a lock)")
-    manifest = run_build(plan, progress=not args.no_progress, say=print)
-    print(build_summary(manifest, plan.out_dir))
-    if (recipe.get("output") or {}).get("report"):
-        from coord_bench.report import main as write_report
+    if args.raise_budget and "judge" in plan.annotations:
+        plan.annotations["judge"]["raise_budget"] = True  # a run option: never recorded in the recipe
+    with _holding(args, plan.out_dir):
+        manifest = run_build(plan, progress=not args.no_progress, say=print)
+        print(build_summary(manifest, plan.out_dir))
+        if (recipe.get("output") or {}).get("report"):
+            from coord_bench.report import main as write_report
 
-        write_report(plan.out_dir)
+            write_report(plan.out_dir)
     print(where_to_look(plan.out_dir, manifest))
     return 0
 
@@ -176,13 +195,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from coord_bench.publish import push
 
-    result = push(
-        Path(args.dir),
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        max_shard_bytes=args.max_shard_size,
-    )
+    with _holding(args, Path(args.dir)):
+        result = push(
+            Path(args.dir),
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            max_shard_bytes=args.max_shard_size,
+        )
     where = f"{result.repo_id}@{result.revision}" + (" (private)" if result.private else "")
     if result.resharded:
         print(f"re-sharded under {args.max_shard_size}: {', '.join(result.resharded)}")
@@ -200,7 +220,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from coord_bench.report import main as write_report
 
-    return write_report(Path(args.dir))
+    with _holding(args, Path(args.dir)):
+        return write_report(Path(args.dir))
 
 
 def _judge_params(args: argparse.Namespace, base: dict) -> dict:
@@ -242,10 +263,13 @@ def cmd_label(args: argparse.Namespace) -> int:
     from coord_bench.dataset_dir import read_manifest
     from coord_bench.mappers.judge.relabel import label_build
 
-    manifest = read_manifest(Path(args.dir))
-    base = (((manifest.get("recipe") or {}).get("annotations") or {}).get("judge")) or {}
-    params = _judge_params(args, base)
-    result = label_build(Path(args.dir), params, out=args.out, dry_run=args.dry_run, progress=not args.no_progress)
+    with _holding(args, Path(args.dir), *([Path(args.out)] if args.out else [])):
+        manifest = read_manifest(Path(args.dir))
+        base = (((manifest.get("recipe") or {}).get("annotations") or {}).get("judge")) or {}
+        params = _judge_params(args, base)
+        if args.raise_budget:
+            params["raise_budget"] = True
+        result = label_build(Path(args.dir), params, out=args.out, dry_run=args.dry_run, progress=not args.no_progress)
     if args.dry_run:
         e = result
         print(
@@ -258,7 +282,11 @@ def cmd_label(args: argparse.Namespace) -> int:
         )
         prices = ", ".join(f"{m}: {src}" for m, src in e["prices"].items())
         print(f"estimated cost: at most ${e['cost_usd_max']:.4f} (prices: {prices})")
-        print(f"hard caps: max_calls {e['max_calls']}, max_cost_usd {e['max_cost_usd']:g}")
+        ledger = e["ledger"]
+        print(
+            f"hard caps of this build: max_calls {e['max_calls']}, max_cost_usd {e['max_cost_usd']:g}; "
+            f"remaining: {ledger['calls_remaining']} calls, ${ledger['usd_remaining']:.4f}"
+        )
         print("dry run: no request was sent")
         return 0
     judge = result["annotations"]["judge"]
@@ -269,7 +297,18 @@ def cmd_label(args: argparse.Namespace) -> int:
         f"{requests['judgements_cached']}, failed {requests['failed']}, over budget {requests['over_budget']}); "
         f"cost ${judge['cost_usd']['spent']:.4f}; mode {judge['structured_output_mode']}"
     )
+    print(budget_line(judge["budget"]["ledger"]))
     return 0
+
+
+def budget_line(ledger: dict) -> str:
+    """The build's judge budget over all its runs, as `label` prints it."""
+    return (
+        f"judge budget of this build ({ledger['runs']} run(s) that sent requests): {ledger['calls_sent']} calls sent, "
+        f"{ledger['answered']} answered, {ledger['failed']} failed, {ledger['lost_in_crash']} lost in a crash "
+        f"(counted as spent); remaining {ledger['calls_remaining']} of {ledger['max_calls']} calls and "
+        f"${ledger['usd_remaining']:.4f} of ${ledger['max_cost_usd']:g}"
+    )
 
 
 def cmd_review_sample(args: argparse.Namespace) -> int:
@@ -278,6 +317,27 @@ def cmd_review_sample(args: argparse.Namespace) -> int:
     count = review_sample(Path(args.dir), args.n, Path(args.out), seed=args.seed, judged_only=args.judged_only)
     print(f"wrote {count} conversations (stratified by source, config and native outcome) to {args.out}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _wait_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--wait", nargs="?", type=_seconds, const=float("inf"), metavar="SECONDS",
+        help="if another command holds the build folder, wait for it (at most SECONDS); default: stop at once",
+    )  # fmt: skip
+
+
+def _raise_budget_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--raise-budget", action="store_true",
+        help="allow judge caps above those this build's budget ledger already holds (spends more, on purpose)",
+    )  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -336,6 +396,8 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--max-cost-usd", type=float, help="judge hard cap on spend in USD (annotations.judge.max_cost_usd)"
     )
+    _wait_flag(build)
+    _raise_budget_flag(build)
     build.set_defaults(func=cmd_build)
 
     validate = sub.add_parser("validate", help="check every record of a built folder against the JSON Schema")
@@ -369,6 +431,8 @@ def parser() -> argparse.ArgumentParser:
     )
     label.add_argument("--dry-run", action="store_true", help="print the estimated requests, tokens and cost only")
     label.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _wait_flag(label)
+    _raise_budget_flag(label)
     label.set_defaults(func=cmd_label)
 
     review = sub.add_parser("review-sample", help="export a stratified sample of a build to CSV for manual review")
@@ -389,10 +453,12 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--max-shard-size", default="100MB", help="largest shard on the Hub; bigger ones are re-sharded (100MB)"
     )
+    _wait_flag(push)
     push.set_defaults(func=cmd_push)
 
     report = sub.add_parser("report", help="write DIR/report/index.html: the build's figures and counts")
     report.add_argument("dir")
+    _wait_flag(report)
     report.set_defaults(func=cmd_report)
     return top
 
@@ -400,13 +466,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; expected failures print one clear line and exit 2, never a traceback."""
     from coord_bench.build import BuildError
+    from coord_bench.folder_lock import FolderBusy
     from coord_bench.locate import SourceLocationError
     from coord_bench.publish import PushError
 
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SourceLocationError, BuildError, PushError, OSError, ValueError, sqlite3.Error) as err:
+    except (SourceLocationError, BuildError, PushError, FolderBusy, OSError, ValueError, sqlite3.Error) as err:
         # ValueError covers UsageError, RecipeError and UnknownSourceError; OSError covers missing files
         # and NotABuildError
         print(f"coord-bench {args.command}: error: {err}", file=sys.stderr)

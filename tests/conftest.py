@@ -1,4 +1,5 @@
-"""Shared fixtures. `hub_server`: a loopback Hub (tests/hub_server.py) that both HF libraries point at."""
+"""Shared fixtures. `hub_server`: a loopback Hub (tests/hub_server.py) that both HF libraries point at;
+`llama`: the llama.cpp server of the judge tests (tests/llm_server.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # so tests can `from hub_server import HubServer`
 
 from hub_server import HubServer  # noqa: E402
+from llm_server import LlamaServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory):
+    """ONE llama.cpp server (SmolLM2 GGUF, 127.0.0.1) for the whole test session: the judge tests share it."""
+    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

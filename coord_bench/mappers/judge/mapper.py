@@ -7,6 +7,9 @@ budget (``budget.py``). ``apply(batch)`` writes ``annotations.coordination.judge
 with its provenance) and ``annotations.coordination.consensus`` into every record; rows outside the sample
 get status ``not_sampled``, sampled rows the budget could not reach ``over_budget``.
 
+Budget: with ``folder`` (a build) the caps are that folder's, kept in a ledger on disk across runs, crashes and
+processes (see ``budget.py``); a rerun spends only what earlier runs left.
+
 Per request: a per-request timeout; a 429 pauses every worker for its Retry-After (else exponential
 backoff); 5xx, timeouts, broken connections and unreadable bodies are retried up to ``max_retries`` times
 with exponential backoff and jitter (``backoff_base_s * 2^(k-1) * U(0.5, 1.5)``, capped at
@@ -30,13 +33,21 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from coord_bench.mappers.judge import agreement as stats
-from coord_bench.mappers.judge.budget import Budget, Price, estimate_prompt_tokens
+from coord_bench.mappers.judge.budget import (
+    LEDGER_FILE,
+    Budget,
+    BudgetRaiseRefused,
+    Price,
+    estimate_prompt_tokens,
+    ledger_key,
+)
 from coord_bench.mappers.judge.cache import JudgeCache, request_key
 from coord_bench.mappers.judge.client import (
     MODES,
@@ -84,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "prices": None,  # {model: {prompt: USD per 1M tokens, completion: USD per 1M tokens}}
     "cache_dir": None,  # folder of judge_cache.sqlite; default $COORD_BENCH_CACHE (or ~/.cache/coord_bench)/judge
 }
+RUN_OPTIONS = ("enabled", "raise_budget")  # how to run, not what to judge: never recorded in the manifest
 COLUMNS = ["id", "source", "source_config", "protocol", "outcome", "task", "agents", "turns"]
 TRANSPORT_FAILURE = "transport"
 
@@ -152,9 +164,7 @@ def _run_sync(coro: Any) -> Any:
     return box.get("value")
 
 
-def default_cache_path(cache_dir: str | None) -> Any:
-    from pathlib import Path
-
+def default_cache_path(cache_dir: str | None) -> Path:
     from coord_bench.resources import default_cache_dir
 
     return (Path(cache_dir) if cache_dir else default_cache_dir() / "judge") / "judge_cache.sqlite"
@@ -193,12 +203,16 @@ class JudgeMapper:
 
     name = "judge"
 
-    def __init__(self, params: dict[str, Any], progress: bool = True, check_key: bool = True):
-        unknown = sorted(set(params) - set(DEFAULTS) - {"enabled"})
+    def __init__(
+        self, params: dict[str, Any], progress: bool = True, check_key: bool = True, folder: Path | None = None
+    ):
+        """``folder``: the build folder whose budget ledger this run spends from (None: a budget for this run
+        only). ``params["raise_budget"]``: allow caps above the ledger's."""
+        unknown = sorted(set(params) - set(DEFAULTS) - set(RUN_OPTIONS))
         if unknown:
             raise JudgeConfigError(f"annotations.judge: unknown parameter(s) {', '.join(unknown)}")
-        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k != "enabled" and v is not None}}
-        self.given = {k: v for k, v in params.items() if k != "enabled"}  # as given, for the manifest
+        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k not in RUN_OPTIONS and v is not None}}
+        self.given = {k: v for k, v in params.items() if k not in RUN_OPTIONS}  # as given, for the manifest
         p = self.params
         self.public_url = public_url(p["base_url"])  # the only form of base_url ever recorded
         if p["prompt_version"] != PROMPT_VERSION:
@@ -229,8 +243,18 @@ class JudgeMapper:
         self.schema = output_schema()
         self.schema_version = output_schema_version()
         self.request_params = {"temperature": p["temperature"], "max_tokens": p["max_tokens"]}
-        self.cache = JudgeCache(default_cache_path(p["cache_dir"]))
-        self.budget = Budget(p["max_calls"], p["max_cost_usd"])
+        cache_path = default_cache_path(p["cache_dir"])
+        self.cache = JudgeCache(cache_path)
+        try:
+            self.budget = Budget(
+                p["max_calls"],
+                p["max_cost_usd"],
+                path=None if folder is None else cache_path.parent / LEDGER_FILE,
+                key="memory" if folder is None else ledger_key(folder, self.models),
+                raise_cap=bool(params.get("raise_budget")),
+            )
+        except BudgetRaiseRefused as err:
+            raise JudgeConfigError(str(err)) from None
         self.counters = Counters()
         self.design: dict[str, Any] | None = None
         self.jobs: list[Job] = []
@@ -332,12 +356,14 @@ class JudgeMapper:
             "prices": {m: self.price_source.get(m, "unknown") for m in self.models},
             "max_calls": self.budget.max_calls,
             "max_cost_usd": self.budget.max_cost_usd,
+            "ledger": self.budget.totals(),
         }
 
     # -- running ---------------------------------------------------------------------------------------------
 
     def prepare(self, corpus: Any) -> None:
         self.plan(corpus)
+        self.budget.start()
         self._started = time.monotonic()
         _run_sync(self._run())
         self._elapsed = time.monotonic() - self._started
@@ -473,11 +499,11 @@ class JudgeMapper:
             prompt_tokens = self.estimate_tokens(messages)
             estimate = self.estimate_cost(job.model, prompt_tokens)
             reservation = self.budget.reserve(estimate)
-            while reservation is None and self.budget.calls < self.budget.max_calls and self.budget.reserved > 1e-12:
+            while reservation is None and self.budget.refused_on == "cost" and self.budget.reserved > 1e-12:
                 await asyncio.sleep(0.02)  # requests in flight usually settle below their estimate: wait for them
                 reservation = self.budget.reserve(estimate)
             if reservation is None:
-                reason = self.budget.why_refused(estimate) + (f"; last error: {last_error}" if last_error else "")
+                reason = self.budget.refusal + (f"; last error: {last_error}" if last_error else "")
                 return Result("over_budget", reason, calls=calls, cost_usd=cost, kind="budget")
             calls += 1
             probing = False
@@ -491,7 +517,7 @@ class JudgeMapper:
                 try:
                     reply = await client.send(mode, job.model, messages, self.schema, self.request_params)
                 except ModeRejected as err:
-                    self.budget.settle(reservation, 0.0)
+                    self.budget.settle(reservation, 0.0, "failed")
                     self.counters.mode_probes += 1
                     if self.mode_fixed or mode == MODES[-1]:
                         return Result("failed", err.reason, calls=calls, cost_usd=cost, mode=mode, kind="client")
@@ -499,7 +525,7 @@ class JudgeMapper:
                         self.mode = MODES[MODES.index(mode) + 1]
                     continue
                 except RateLimited as err:
-                    self.budget.settle(reservation, 0.0)
+                    self.budget.settle(reservation, 0.0, "failed")
                     retries += 1
                     self.counters.retries += 1
                     last_error = err.reason
@@ -510,7 +536,7 @@ class JudgeMapper:
                     self._pause_until = max(self._pause_until, time.monotonic() + delay)
                     continue
                 except JudgeError as err:
-                    cost += self.budget.settle(reservation, None if err.billed else 0.0)
+                    cost += self.budget.settle(reservation, None if err.billed else 0.0, "failed")
                     last_error = err.reason
                     if not err.transient:
                         return Result("failed", err.reason, calls=calls, cost_usd=cost, mode=mode, kind="client")
@@ -763,7 +789,11 @@ class JudgeMapper:
                 "over_estimate": self.budget.overruns,
                 "prices": {m: self.price_source.get(m, "unknown") for m in self.models},
             },
-            "budget": {"max_calls": self.budget.max_calls, "max_cost_usd": self.budget.max_cost_usd},
+            "budget": {
+                "max_calls": self.budget.max_calls,
+                "max_cost_usd": self.budget.max_cost_usd,
+                "ledger": self.budget.totals(),
+            },
             "wall_seconds": round(self._elapsed, 2),
             "events_dropped_out_of_range": c.events_dropped,
             "prompts_truncated": c.truncated_prompts,

@@ -4,12 +4,20 @@
 judges them with ``JudgeMapper`` and re-writes every config's shards with the new
 ``annotations.coordination.judges`` and ``.consensus``, in place or into a new folder; the manifest's
 ``annotations.judge`` and the card follow. Rows keep their split and their order.
+
+Crash safety: the labelled shards, manifest and card are written into ``<target>/.label_tmp/new`` first; then
+``swap.json`` is written (the commit point) and each config is swapped in, the manifest last. A label killed
+before the commit point leaves scratch files that the next ``label`` removes; one killed during the swap is
+finished by the next ``label`` (only if the folder's manifest is still the one the swap replaces), so a config
+is never lost. Judging costs nothing the second time: the cache holds every answer.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +33,8 @@ from coord_bench.mappers.judge.sampling import native_outcome, stratified_sample
 from coord_bench.schema import record_errors
 from coord_bench.staging import StagedCorpus
 
+LABEL_TMP = ".label_tmp"
+SWAP_FILE = "swap.json"
 LIGHT_COLUMNS = ["id", "source", "source_config", "outcome", "protocol", "annotations"]
 
 
@@ -56,14 +66,15 @@ def label_build(
 ) -> dict[str, Any]:
     """Judge the build in ``folder``; write it to ``out`` (default: in place). Returns the new manifest, or
     with ``dry_run`` the estimate of what labelling would send and cost (nothing is sent)."""
-    from coord_bench.card import write_card
+    from coord_bench.card import CARD_FILE, render_card
     from coord_bench.recipe import recipe_hash
     from coord_bench.writer import ConfigWriters
 
     folder = Path(folder)
+    finish_interrupted_label(folder)
     manifest = read_manifest(folder)
     target = Path(out) if out else folder
-    mapper = JudgeMapper(params, progress=progress, check_key=not dry_run)
+    mapper = JudgeMapper(params, progress=progress, check_key=not dry_run, folder=target)
     work = target
     if not dry_run and target != folder:
         if target.exists() and any(target.iterdir()):
@@ -71,6 +82,7 @@ def label_build(
                 raise FileExistsError(f"{target} exists and is not a coord_bench build; choose an empty or new folder")
             shutil.rmtree(target)
         shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*manifest["configs"], ".staging", ".label*"))
+    replaced_manifest = _sha256(target / MANIFEST_FILE)
     scratch = Path(tempfile.mkdtemp(prefix="coord_bench_label_")) if dry_run else work
     corpus = StagedCorpus(scratch / ".label_staging")
     try:
@@ -88,11 +100,12 @@ def label_build(
         if dry_run:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    staging = target / ".label_tmp"
+    staging = target / LABEL_TMP
     shutil.rmtree(staging, ignore_errors=True)
+    new = staging / "new"
     counts = {}
     for config, info in manifest["configs"].items():
-        writers = ConfigWriters(staging, {config: info["sources"]}, _max_shard_bytes(manifest))
+        writers = ConfigWriters(new, {config: info["sources"]}, _max_shard_bytes(manifest))
         for path in shard_files(folder, config):
             for batch in pq.ParquetFile(path).iter_batches(batch_size=200):
                 rows = batch.to_pylist()
@@ -103,10 +116,6 @@ def label_build(
                         raise ValueError(f"labelled record {record['id']} breaks the schema: {'; '.join(errors[:3])}")
                     writers.add(record)
         counts[config] = writers.close()[config]
-    for config in manifest["configs"]:
-        shutil.rmtree(target / config, ignore_errors=True)
-        (staging / config).replace(target / config)
-    shutil.rmtree(staging, ignore_errors=True)
 
     saved = mapper.recorded_params()  # base_url without userinfo or query
     manifest.setdefault("annotations", {})["judge"] = {"params": saved, **mapper.describe()}
@@ -116,9 +125,54 @@ def label_build(
     for config, split_counts in counts.items():
         manifest["configs"][config]["splits"] = split_counts
         manifest["configs"][config]["num_rows"] = sum(split_counts.values())
-    (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_card(target, manifest)
+    (new / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (new / CARD_FILE).write_text(render_card(manifest, str(target), target), encoding="utf-8")
+    swap = {"configs": list(manifest["configs"]), "replaces_manifest_sha256": replaced_manifest}
+    (staging / f"{SWAP_FILE}.part").write_text(json.dumps(swap), encoding="utf-8")
+    os.replace(staging / f"{SWAP_FILE}.part", staging / SWAP_FILE)  # the commit point
+    _swap_in(target)
     return manifest
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _swap_in(target: Path) -> None:
+    """Move the labelled configs, card and manifest of ``.label_tmp/new`` into ``target``; safe to repeat after
+    a kill at any step (a step already done is skipped), the manifest moves last."""
+    from coord_bench.card import CARD_FILE
+
+    staging = target / LABEL_TMP
+    new, old = staging / "new", staging / "old"
+    old.mkdir(exist_ok=True)
+    for config in json.loads((staging / SWAP_FILE).read_text(encoding="utf-8"))["configs"]:
+        if not (new / config).exists():
+            continue  # swapped in before the kill
+        if (target / config).exists():
+            shutil.rmtree(old / config, ignore_errors=True)
+            (target / config).replace(old / config)
+        (new / config).replace(target / config)
+    for name in (CARD_FILE, MANIFEST_FILE):
+        if (new / name).exists():
+            (new / name).replace(target / name)
+    shutil.rmtree(staging)
+
+
+def finish_interrupted_label(folder: Path) -> None:
+    """Finish a label killed while it swapped its shards into ``folder``, or remove the scratch files of one
+    killed before (the folder is untouched then). A swap whose manifest no longer matches (the folder was
+    rebuilt since) is discarded."""
+    staging = Path(folder) / LABEL_TMP
+    if not staging.exists():
+        return
+    swap = staging / SWAP_FILE
+    if swap.exists() and (staging / "new" / MANIFEST_FILE).exists():
+        replaces = json.loads(swap.read_text(encoding="utf-8"))["replaces_manifest_sha256"]
+        if replaces == _sha256(Path(folder) / MANIFEST_FILE):
+            _swap_in(Path(folder))
+            return
+    shutil.rmtree(staging)
 
 
 REVIEW_FIELDS = [
