@@ -43,6 +43,7 @@ def build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("budget") / "build"
     sources = ("chatbot_arena", "multi_character_dialogue")
     args = ["build", "--no-progress", "--out", str(out), "--limit", "8", "--sources", ",".join(sources)]
+    args += ["--annotate", "none", "--set", "output.report=false"]
     assert main(args + source_dir_args(sources)) == 0
     return out
 
@@ -428,5 +429,29 @@ def test_a_raise_of_the_cap_on_the_cli_needs_raise_budget(build, tmp_path, capsy
         assert "(2 run(s) that sent requests): 6 calls sent, 6 answered, 0 failed, 0 lost in a crash" in out
         manifest = json.loads((folder / "build_manifest.json").read_text())
         assert "raise_budget" not in json.dumps(manifest)  # a run option, never recorded for later runs
+    finally:
+        server.stop()
+
+
+def test_a_build_that_judges_and_a_later_label_share_the_folder_budget(tmp_path, capsys):
+    """The build writes into a staging folder and swaps it in: its judge budget is still the named folder's."""
+    server = FakeChatServer().start()
+    try:
+        out = tmp_path / "judged"
+        sources = ("chatbot_arena",)
+        judge = ["--base-url", server.base_url, "--judge-model", "fake-judge"]
+        build_args = [
+            "build", "--no-progress", "--out", str(out), "--limit", "8", "--sources", "chatbot_arena",
+            "--annotate", "judge", "--judge-model", "fake-judge", "--max-calls", "3",
+            "--set", f"annotations.judge.base_url={server.base_url}", "--set", "output.report=false",
+            "--set", f"annotations.judge.cache_dir={tmp_path / 'cache'}",
+        ]  # fmt: skip
+        assert main(build_args + source_dir_args(sources)) == 0
+        assert server.received == 3 and ledger_of(out)["calls_remaining"] == 0
+        label = ["label", str(out), *judge, "--no-progress", "--max-calls", "3", "--sample-size", "8",
+                 "--set", f"cache_dir={tmp_path / 'cache'}"]
+        assert main(label) == 0
+        assert server.received == 3  # the build's 3 calls spent the folder's cap of 3: label sends none
+        assert ledger_of(out)["calls_sent"] == 3
     finally:
         server.stop()
