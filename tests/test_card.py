@@ -11,6 +11,7 @@ import re
 import shutil
 
 import datasets
+import pytest
 import yaml
 from huggingface_hub import DatasetCard
 from realdata import REAL, build_realdata
@@ -40,24 +41,21 @@ def _arena_build(out, first, last):
     return _built_ids(out, "chatbot_arena")
 
 
-def test_a_rebuild_into_the_same_folder_loads_the_new_rows(tmp_path):
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param((0, 12), (0, 30), id="more-rows"),
+        # same row count, other records: only the content fingerprint tells the two builds apart
+        pytest.param((0, 10), (10, 20), id="as-many-rows-other-content"),
+    ],
+)
+def test_a_rebuild_into_the_same_folder_loads_the_new_rows(tmp_path, first, second):
     cache = tmp_path / "hf_cache"
     out = tmp_path / "builds" / "coord_bench"
-    before = _arena_build(out, 0, 12)
+    before = _arena_build(out, *first)
     assert _loaded_ids(out, "chatbot_arena", cache) == before
-    after = _arena_build(out, 0, 30)
+    after = _arena_build(out, *second)
     assert after != before
-    assert _loaded_ids(out, "chatbot_arena", cache) == after
-
-
-def test_a_rebuild_with_as_many_rows_but_other_content_loads_the_new_rows(tmp_path):
-    """Same row count and split sizes, different records: only the content fingerprint tells them apart."""
-    cache = tmp_path / "hf_cache"
-    out = tmp_path / "builds" / "coord_bench"
-    before = _arena_build(out, 0, 10)
-    assert _loaded_ids(out, "chatbot_arena", cache) == before
-    after = _arena_build(out, 10, 20)
-    assert after != before and len(after) == len(before)
     assert _loaded_ids(out, "chatbot_arena", cache) == after
 
 
