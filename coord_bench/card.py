@@ -147,7 +147,7 @@ def _annotations_section(manifest: dict[str, Any]) -> str:
         return "No annotation layer ran in this build: the `annotations` columns and `n_tokens` are null."
     parts = []
     for name, info in layers.items():
-        settings = {k: v for k, v in info.items() if k not in ("quality", "agreement")}
+        settings = _without_local_paths({k: v for k, v in info.items() if k not in ("quality", "agreement")})
         text = f"### {name}\n\n{_doc(_LAYER_DOCS[name])}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
         if name == "latents" and info.get("quality"):
             text += "\n\n" + _latent_quality(info["quality"])
@@ -176,19 +176,20 @@ def _load_examples(manifest: dict[str, Any], repo_id: str) -> str:
     return "\n".join(lines)
 
 
-def _public_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe as a card may show it: local folders (sources, output) appear by their name only, since a
-    path on the maintainer's machine is private."""
-    import copy
+PATH_KEYS = ("path", "dir", "cache_dir", "model_path")  # recipe and layer settings that hold local paths
 
-    public = copy.deepcopy(recipe)
-    for source in public.get("sources", []):
-        location = source.get("location") or {}
-        if location.get("path"):
-            location["path"] = Path(str(location["path"])).name
-    if (public.get("output") or {}).get("dir"):
-        public["output"]["dir"] = Path(str(public["output"]["dir"])).name
-    return public
+
+def _without_local_paths(value: Any) -> Any:
+    """``value`` as a card may show it: every local path (a source folder, the output folder, a cache, a model
+    file) by its last name only, since a path on the maintainer's machine is private."""
+    if isinstance(value, dict):
+        return {
+            key: Path(item).name if key in PATH_KEYS and isinstance(item, str) else _without_local_paths(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_local_paths(item) for item in value]
+    return value
 
 
 def _judge_budget(ledger: dict[str, Any]) -> str:
@@ -216,11 +217,14 @@ def _recipe_block(manifest: dict[str, Any]) -> str:
         "`location.path` at your copy."
         if local
         else ""
-    ) + "\n\nThe output folder (`output.dir`) is shown by its name only."
+    ) + (
+        "\n\nThe output folder (`output.dir`), caches (`cache_dir`) and model files (`model_path`) are shown by "
+        "their name only."
+    )
     return (
         f"Save this resolved recipe (sha256 `{manifest['recipe_hash']}`) as `recipe.yaml` and run "
         "`coord-bench build recipe.yaml`:\n\n```yaml\n"
-        + yaml.safe_dump(_public_recipe(recipe), sort_keys=False, allow_unicode=True)
+        + yaml.safe_dump(_without_local_paths(recipe), sort_keys=False, allow_unicode=True)
         + "```"
         + note
     )
@@ -228,9 +232,9 @@ def _recipe_block(manifest: dict[str, Any]) -> str:
 
 def _shard_stats(folder: Path, config: str, split: str) -> tuple[int, int, list[str]]:
     """(uncompressed bytes, file bytes, sha256 of each file) of one config's split, from the files on disk."""
-    import hashlib
-
     import pyarrow.parquet as pq
+
+    from coord_bench.locate import file_sha256
 
     data_bytes = file_bytes = 0
     digests = []
@@ -238,7 +242,7 @@ def _shard_stats(folder: Path, config: str, split: str) -> tuple[int, int, list[
         meta = pq.ParquetFile(path).metadata
         data_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         file_bytes += path.stat().st_size
-        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        digests.append(file_sha256(path))
     return data_bytes, file_bytes, digests
 
 
@@ -307,15 +311,17 @@ def card_metadata(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
     return card_data.to_dict()
 
 
-def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
+def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path, shards_dir: Path | None = None) -> str:
     """The full README.md text: the template's YAML merged with the build's, and its body filled in.
 
     With ``out_dir`` holding a ``report/`` (``coord-bench report``), its figures fill the Figures section.
+    The YAML's sizes and fingerprints come from the shards in ``shards_dir`` (default ``out_dir``; ``label``
+    renders the card of shards not yet swapped in).
     """
     from coord_bench.report import card_figures
 
     template = DatasetCard(resource_path("dataset_card.md").read_text(encoding="utf-8"))
-    metadata = {**template.data.to_dict(), **card_metadata(manifest, out_dir)}
+    metadata = {**template.data.to_dict(), **card_metadata(manifest, shards_dir or out_dir)}
     sources = manifest["sources"]
     adapters = sorted({s["adapter"] for s in sources.values()})
     source_adapters = {name: s["adapter"] for name, s in sources.items()}

@@ -455,3 +455,42 @@ def test_a_build_that_judges_and_a_later_label_share_the_folder_budget(tmp_path,
         assert ledger_of(out)["calls_sent"] == 3
     finally:
         server.stop()
+
+
+def test_a_labelled_build_loads_its_new_rows_and_its_card_names_no_local_path(build, tmp_path):
+    """`label` rewrites the shards: the card's fingerprint must follow (else `load_dataset` serves the unlabelled
+    rows from its cache), its load lines name the folder by name, and no setting's local path shows."""
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    server = FakeChatServer().start()
+    try:
+        folder = shutil.copytree(build, tmp_path / "labelled")
+        cache = tmp_path / "hf_cache"
+
+        def judges(rows):
+            return sorted((r["id"], len((r["annotations"]["coordination"] or {}).get("judges") or [])) for r in rows)
+
+        def loaded_judges():
+            return judges(datasets.load_dataset(str(folder), "all", cache_dir=str(cache))["train"])
+
+        before = loaded_judges()
+        assert all(n == 0 for _, n in before)
+        assert main(["label", str(folder), "--base-url", server.base_url, "--judge-model", "fake-judge",
+                     "--no-progress", "--max-calls", "4", "--sample-size", "4",
+                     "--set", f"cache_dir={tmp_path / 'judge_cache'}"]) == 0
+        after = loaded_judges()
+        shards = sorted((folder / "all").glob("train-*.parquet"))
+        on_disk = judges(row for shard in shards for row in pq.read_table(shard).to_pylist())
+        assert after == on_disk and after != before
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        assert str(tmp_path) not in card  # not the folder, not the judge's cache_dir
+        assert 'load_dataset("./labelled", "all")' in card
+        # into --out: the card describes the shards written there (real sizes), not an empty folder
+        assert main(["label", str(folder), "--out", str(tmp_path / "copy"), "--base-url", server.base_url,
+                     "--judge-model", "fake-judge", "--no-progress", "--max-calls", "4", "--sample-size", "4",
+                     "--set", f"cache_dir={tmp_path / 'judge_cache'}"]) == 0
+        infos = DatasetCard.load(tmp_path / "copy" / "README.md").data.to_dict()["dataset_info"]
+        assert all(split["num_bytes"] > 0 for info in infos for split in info["splits"])
+    finally:
+        server.stop()

@@ -41,6 +41,14 @@ def _not_finite(literal: str) -> float:
     raise _NonFinite(literal)
 
 
+def _finite_float(literal: str) -> float:
+    """A JSON number too large for a float (``1e999``) would read as infinity: refused like the literals."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NonFinite(literal)
+    return value
+
+
 class _NonFinite(ValueError):
     """Python's json reads NaN and Infinity, which JSON does not have; they are refused per record."""
 
@@ -53,7 +61,7 @@ def _decode(data: bytes, where: str) -> Any:
         return ReadFailure(f"{where} is not UTF-8 text: {err.reason} (byte {data[err.start]:#04x}) at byte "
                            f"{err.start} of the record")
     try:
-        value = json.loads(text, parse_constant=_not_finite)
+        value = json.loads(text, parse_constant=_not_finite, parse_float=_finite_float)
     except json.JSONDecodeError as err:
         return ReadFailure(f"{where} is not valid JSON: {err.msg.removesuffix(' at')} at column {err.colno}")
     except RecursionError:
@@ -61,8 +69,8 @@ def _decode(data: bytes, where: str) -> Any:
                            "levels of arrays or objects)", kind="too_deep")
     except _NonFinite as err:
         bad = _non_finite_path(text)
-        return ReadFailure(f"{where} holds the literal {err} in '{bad}', which is not a JSON number; non-finite "
-                           "numbers are refused", kind="non_finite_number", field=bad)
+        return ReadFailure(f"{where} holds {err} in '{bad}', which is not a finite number (NaN, Infinity or past "
+                           "the float range); non-finite numbers are refused", kind="non_finite_number", field=bad)
     return value
 
 

@@ -15,7 +15,6 @@ is never lost. Judging costs nothing the second time: the cache holds every answ
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -74,7 +73,8 @@ def label_build(
     finish_interrupted_label(folder)
     manifest = read_manifest(folder)
     target = Path(out) if out else folder
-    mapper = JudgeMapper(params, progress=progress, check_key=not dry_run, folder=target)
+    # the budget belongs to the build being labelled, so `--out` to a new folder cannot start a fresh one
+    mapper = JudgeMapper(params, progress=progress, check_key=not dry_run, folder=folder)
     work = target
     if not dry_run and target != folder:
         if target.exists() and any(target.iterdir()):
@@ -126,7 +126,10 @@ def label_build(
         manifest["configs"][config]["splits"] = split_counts
         manifest["configs"][config]["num_rows"] = sum(split_counts.values())
     (new / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (new / CARD_FILE).write_text(render_card(manifest, str(target), target), encoding="utf-8")
+    # the card's sizes and content fingerprint come from the NEW shards (else `load_dataset` would keep serving
+    # the unlabelled rows from its cache); its figures from the target's report/
+    card = render_card(manifest, f"./{target.name}", target, shards_dir=new)
+    (new / CARD_FILE).write_text(card, encoding="utf-8")
     swap = {"configs": list(manifest["configs"]), "replaces_manifest_sha256": replaced_manifest}
     (staging / f"{SWAP_FILE}.part").write_text(json.dumps(swap), encoding="utf-8")
     os.replace(staging / f"{SWAP_FILE}.part", staging / SWAP_FILE)  # the commit point
@@ -135,7 +138,9 @@ def label_build(
 
 
 def _sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    from coord_bench.locate import file_sha256
+
+    return file_sha256(path) if path.is_file() else None
 
 
 def _swap_in(target: Path) -> None:
