@@ -188,9 +188,10 @@ def conversation_id(request: dict[str, Any]) -> str | None:
 class Fault:
     """Inject ``action`` into requests whose body contains ``match`` (None: any), ``times`` times (None: always).
 
-    Actions, none of which reaches the upstream server: ``429`` (with ``retry_after``), ``500``, ``stall``
-    (wait ``delay`` s, then close without an answer), ``truncate`` (a 200 whose JSON body is cut in half),
-    ``bad_content`` (a well-formed completion whose content is not JSON)."""
+    Actions that never reach the upstream server: ``429`` (with ``retry_after``), ``500``, ``stall`` (wait
+    ``delay`` s, then close without an answer), ``truncate`` (a 200 whose JSON body is cut in half),
+    ``bad_content`` (a well-formed completion whose content is not JSON). ``slow`` waits ``delay`` s more,
+    then forwards: one request still in flight while the others are answered."""
 
     action: str
     match: str | None = None
@@ -298,7 +299,7 @@ class FaultProxy(_Server):
             return
         with self._lock:
             self.forwarded += 1
-        time.sleep(self.latency)
+        time.sleep(self.latency + (fault.delay if action == "slow" else 0.0))
         headers = {"Content-Type": "application/json"}
         response = httpx.post(self.upstream + "/chat/completions", content=raw, headers=headers, timeout=300)
         body = response.content

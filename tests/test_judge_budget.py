@@ -142,6 +142,8 @@ def test_a_killed_label_reruns_to_the_rows_of_an_uninterrupted_run(
     folder = shutil.copytree(build, tmp_path / "build")
     cache = tmp_path / "cache"
     proxy = FaultProxy(judge_server.base_url, latency=LATENCY).start()
+    if kill_point == "mid_requests":  # one request outlasts the others, so one is cached while it is in flight
+        proxy.add_fault("slow", delay=15.0)
     log = tmp_path / "killed.log"
     try:
         process = start_label(label_args(folder, cache, proxy.base_url), log)
