@@ -82,7 +82,8 @@ def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None]
     again and writes the config shards. Everything is written into a staging folder beside ``plan.out_dir``
     that replaces it only once complete (see ``build_folder``); ``say`` gets what the user should know.
     """
-    from coord_bench.mappers import build_mappers
+    from coord_bench.mappers.layer import LayerContext
+    from coord_bench.mappers.registry import build_layers, needed_by
 
     say = say or (lambda _message: None)
     adapters = [adapter_class(spec.adapter)(spec) for spec in plan.sources]
@@ -93,14 +94,15 @@ def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None]
         work_dir = start_staging(out_dir, say)
     except BuildFolderError as err:
         raise BuildError(str(err)) from None
-    mappers = build_mappers(plan.annotations, work_dir, progress=progress, budget_folder=out_dir)
+    context = LayerContext(out_dir=work_dir, budget_folder=out_dir, progress=progress)  # the budget: the named folder's
+    mappers = build_layers(plan.annotations, context)
     corpus = StagedCorpus(work_dir / ".staging")
     stats = {spec.name: _new_stats() for spec in plan.sources}
     with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
         _normalize_into(corpus, adapters, inputs, plan.limit, stats, rejects, progress)
         corpus.close_writing()
-        for position, mapper in enumerate(mappers):
-            mapper.prepare(AnnotatedView(corpus, mappers[:position]))
+        for mapper in mappers:
+            mapper.prepare(AnnotatedView(corpus, mapper.reads, needed_by(mapper, mappers)))
         writers = ConfigWriters(work_dir, plan.configs, plan.max_shard_bytes)
         for batch in corpus.batches():
             for mapper in mappers:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from coord_bench import __version__
 from coord_bench.export import FORMATS
-from coord_bench.mappers import AVAILABLE as ANNOTATION_NAMES
+from coord_bench.mappers.registry import LAYERS as ANNOTATION_NAMES
 from coord_bench.sources import adapter_class
 
 

@@ -142,12 +142,13 @@ def enabled_annotations(recipe: dict[str, Any]) -> list[str]:
 
 def annotation_params(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Parameters of the enabled layers and of the layers they need (latents need the embeddings' settings)."""
-    from coord_bench.mappers import REQUIRES
+    from coord_bench.mappers.registry import with_needs
 
     sections = recipe.get("annotations") or {}
-    enabled = enabled_annotations(recipe)
-    wanted = set(enabled) | {needed for name in enabled for needed in REQUIRES.get(name, ())}
-    return {name: {k: v for k, v in (sections.get(name) or {}).items() if k != "enabled"} for name in wanted}
+    return {
+        name: {k: v for k, v in (sections.get(name) or {}).items() if k != "enabled"}
+        for name in with_needs(enabled_annotations(recipe))
+    }
 
 
 def recipe_hash(recipe: dict[str, Any]) -> str:
