@@ -21,3 +21,57 @@ def test_importing_the_package_registers_the_builder_in_either_order():
     for imports in ("import coord_bench, datasets", "import datasets, coord_bench", "import coord_bench.cli"):
         done = python(f"{imports}; {check}")
         assert done.returncode == 0, (imports, done.stderr)
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Module -> the package modules it imports at module level (not inside functions, not for type checking)."""
+    import ast
+    from pathlib import Path
+
+    import coord_bench
+
+    root = Path(coord_bench.__file__).parent
+    files = {}
+    for path in root.rglob("*.py"):
+        parts = ("coord_bench", *path.relative_to(root).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for statement in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(statement, ast.If) and "TYPE_CHECKING" in ast.unparse(statement.test):
+                continue
+            for node in ast.walk(statement) if not isinstance(statement, (ast.FunctionDef, ast.ClassDef)) else ():
+                if isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                        base = ".".join([*parent, base] if base else parent)
+                    submodules = {f"{base}.{alias.name}" for alias in node.names} & set(files)
+                    found.update(submodules or {base})  # `from pkg import module` needs the module, not pkg
+        graph[name] = {other for other in found if other in files and other != name}
+    return graph
+
+
+def test_no_module_level_import_circle():
+    graph = module_imports()
+    assert graph["coord_bench.build"], "the walk found no imports at all"
+    circles, done, path = [], set(), []
+
+    def visit(name: str) -> None:
+        path.append(name)
+        for other in sorted(graph[name]):
+            if other in path:
+                circles.append(" -> ".join([*path[path.index(other):], other]))
+            elif other not in done:
+                visit(other)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        if name not in done:
+            visit(name)
+    assert circles == []
