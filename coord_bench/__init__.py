@@ -7,6 +7,6 @@ module that needs no ``datasets`` does not import it), so that ``datasets.load_d
 
 __version__ = "0.1.0"
 
-from coord_bench.registration import register_with_datasets  # noqa: E402  (registering reads __version__)
+from coord_bench.registration import register_with_datasets  # noqa: E402
 
-register_with_datasets()
+register_with_datasets(__version__)

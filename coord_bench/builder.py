@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 from datasets.builder import Key
 
 from coord_bench import __version__
-from coord_bench.build import DEFAULT_CONFIG, BuildPlan, run_build
+from coord_bench.build import run_build
 from coord_bench.locate import embedded_source, local_source
+from coord_bench.plan import DEFAULT_CONFIG, BuildPlan
 from coord_bench.schema import features
 from coord_bench.sources import BUILTIN_SOURCES
 

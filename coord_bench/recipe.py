@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from coord_bench.plan import BuildPlan
 from coord_bench.resources import resource_path
 from coord_bench.schema import describe_error, validator
 from coord_bench.sources import ADAPTERS, check_mapping
@@ -169,13 +170,14 @@ def configs_of(recipe: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
     return {c["name"]: list(c["sources"]) for c in declared}, default
 
 
-def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None, lock: RecipeLock | None = None):
+def to_plan(
+    recipe: dict[str, Any], out_dir: str | Path | None = None, lock: RecipeLock | None = None
+) -> BuildPlan:
     """Resolve locations (downloading Hub sources) and return the ``BuildPlan`` of a validated recipe.
 
     With a ``lock``, Hub sources are read at their locked commits (or locked; the caller saves the lock).
     The plan records the recipe with every Hub source pinned to the commit it was read at, so the recipe in
     the manifest and the card rebuilds the same rows."""
-    from coord_bench.build import BuildPlan
     from coord_bench.locate import embedded_source, hub_source, local_source
     from coord_bench.writer import parse_size
 

@@ -19,7 +19,7 @@ NAME = "coord_bench"
 BUILDER_MODULE = "coord_bench.builder"  # datasets imports it by this name when a load needs it
 
 
-def register() -> None:
+def register(version: str) -> None:
     """Make ``load_dataset("coord_bench", ...)`` resolve to the builder module, with no remote code and no network.
 
     ``datasets`` looks names up in its private ``_PACKAGED_DATASETS_MODULES`` registry (name -> module
@@ -32,13 +32,11 @@ def register() -> None:
     from datasets import load, packaged_modules
     from datasets.data_files import DataFilesDict
 
-    from coord_bench import __version__
-
     registry = getattr(packaged_modules, "_PACKAGED_DATASETS_MODULES", None)
     factory = getattr(load, "PackagedDatasetModuleFactory", None)
     if not isinstance(registry, dict) or factory is None or getattr(factory, "_coord_bench_hook", False):
         return
-    source = (Path(__file__).parent / "builder.py").read_bytes() + __version__.encode()
+    source = (Path(__file__).parent / "builder.py").read_bytes() + version.encode()
     registry[NAME] = (BUILDER_MODULE, hashlib.sha256(source).hexdigest())
     original = factory.get_module
 
@@ -55,6 +53,9 @@ def register() -> None:
 class _AfterDatasets(importlib.abc.MetaPathFinder):
     """Finds nothing itself: it wraps the loader of ``datasets`` so that registering follows its loading."""
 
+    def __init__(self, version: str):
+        self.version = version
+
     def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if name != "datasets":
             return None
@@ -66,14 +67,15 @@ class _AfterDatasets(importlib.abc.MetaPathFinder):
 
         def exec_then_register(module: Any) -> None:
             exec_module(module)
-            register()
+            register(self.version)
 
         spec.loader.exec_module = exec_then_register  # this spec's own loader instance
         return spec
 
 
-def register_with_datasets() -> None:
+def register_with_datasets(version: str) -> None:
+    """Register now if ``datasets`` is loaded, else once it is; ``version`` (the package's) keys the builder's hash."""
     if "datasets" in sys.modules:
-        register()
+        register(version)
     elif not any(isinstance(finder, _AfterDatasets) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _AfterDatasets())
+        sys.meta_path.insert(0, _AfterDatasets(version))
