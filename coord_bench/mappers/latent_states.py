@@ -129,7 +129,9 @@ class LatentsMapper(Layer):
     def __init__(self, config: LatentsConfig, context: LayerContext):
         self.config = config
         self.embedder = context.require_embedder(self.name)
-        self.out_dir = Path(context.out_dir or ".")
+        if context.out_dir is None:
+            raise ValueError("the latents layer needs an output folder (LayerContext.out_dir) for its artifact")
+        self.out_dir = Path(context.out_dir)
         self.model = None
         self.states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.report: dict[str, Any] = {}
