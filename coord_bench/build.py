@@ -12,7 +12,6 @@ import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,56 +21,16 @@ from coord_bench import __version__
 from coord_bench.build_folder import MANIFEST_FILE, REJECTS_FILE, BuildFolderError, recover, start_staging, swap_in
 from coord_bench.filters import filter_reason
 from coord_bench.locate import file_sha256
+from coord_bench.plan import BuildError, BuildPlan
 from coord_bench.recipe import recipe_hash
 from coord_bench.schema import record_problems, schema_version
-from coord_bench.sources import RawRecord, Reject, SourceSpec, adapter_class
+from coord_bench.sources import RawRecord, Reject, adapter_class
 from coord_bench.sources.readers import ReadFailure
-from coord_bench.splits import DEFAULT_RATIOS, SPLITS
+from coord_bench.splits import SPLITS
 from coord_bench.staging import AnnotatedView, StagedCorpus
 from coord_bench.writer import ConfigWriters
 
-DEFAULT_CONFIG = "all"
 MAX_RAW_IN_REJECTS = 64 * 1024  # larger raw records are referenced by file and index instead of copied
-
-
-class BuildError(RuntimeError):
-    """The build cannot start or finish; the message says why."""
-
-
-@dataclass
-class BuildPlan:
-    """Everything a build needs; the CLI and the datasets builder both make one."""
-
-    sources: list[SourceSpec]
-    out_dir: Path
-    configs: dict[str, list[str]] = field(default_factory=dict)  # config name -> source names
-    limit: int | None = None  # read at most this many raw records per source
-    annotations: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer name -> its parameters
-    max_shard_bytes: int = 100 * 1024 * 1024
-    default_config: str = DEFAULT_CONFIG
-    split_ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
-    recipe: dict[str, Any] | None = None  # the resolved recipe, recorded in the manifest and the card
-
-    def __post_init__(self) -> None:
-        for spec in self.sources:
-            spec.options["split_ratios"] = self.split_ratios
-        names = [s.name for s in self.sources]
-        if len(set(names)) != len(names):
-            raise BuildError(f"source names must be unique, got {names}")
-        if not self.configs:
-            self.configs = {self.default_config: names, **{name: [name] for name in names}}
-        for config, members in self.configs.items():
-            if config == "data":
-                raise BuildError("'data' cannot be a config name (the Hub reserves it)")
-            unknown = sorted(set(members) - set(names))
-            if unknown:
-                raise BuildError(f"config '{config}' names unknown sources {unknown}; sources are {names}")
-        orphans = sorted(set(names) - {s for members in self.configs.values() for s in members})
-        if orphans:
-            raise BuildError(f"sources {orphans} are in no config, so their records would be written nowhere; "
-                             "add them to a config or drop them")
-        if sum(self.split_ratios.values()) <= 0:
-            raise BuildError(f"split ratios must add up to more than 0, got {self.split_ratios}")
 
 
 def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -82,7 +41,8 @@ def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None]
     again and writes the config shards. Everything is written into a staging folder beside ``plan.out_dir``
     that replaces it only once complete (see ``build_folder``); ``say`` gets what the user should know.
     """
-    from coord_bench.mappers import build_mappers
+    from coord_bench.mappers.layer import LayerContext
+    from coord_bench.mappers.registry import build_layers, needed_by
 
     say = say or (lambda _message: None)
     adapters = [adapter_class(spec.adapter)(spec) for spec in plan.sources]
@@ -93,14 +53,15 @@ def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None]
         work_dir = start_staging(out_dir, say)
     except BuildFolderError as err:
         raise BuildError(str(err)) from None
-    mappers = build_mappers(plan.annotations, work_dir, progress=progress, budget_folder=out_dir)
+    context = LayerContext(out_dir=work_dir, budget_folder=out_dir, progress=progress)  # the budget: the named folder's
+    mappers = build_layers(plan.annotations, context)
     corpus = StagedCorpus(work_dir / ".staging")
     stats = {spec.name: _new_stats() for spec in plan.sources}
     with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
         _normalize_into(corpus, adapters, inputs, plan.limit, stats, rejects, progress)
         corpus.close_writing()
-        for position, mapper in enumerate(mappers):
-            mapper.prepare(AnnotatedView(corpus, mappers[:position]))
+        for mapper in mappers:
+            mapper.prepare(AnnotatedView(corpus, mapper.reads, needed_by(mapper, mappers)))
         writers = ConfigWriters(work_dir, plan.configs, plan.max_shard_bytes)
         for batch in corpus.batches():
             for mapper in mappers:

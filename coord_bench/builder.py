@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 from datasets.builder import Key
 
 from coord_bench import __version__
-from coord_bench.build import DEFAULT_CONFIG, BuildPlan, run_build
+from coord_bench.build import run_build
 from coord_bench.locate import embedded_source, local_source
+from coord_bench.plan import DEFAULT_CONFIG, BuildPlan
 from coord_bench.schema import features
 from coord_bench.sources import BUILTIN_SOURCES
 
@@ -83,36 +84,3 @@ class CoordBench(datasets.ArrowBasedBuilder):
         for file_index, path in enumerate(files):
             for batch_index, batch in enumerate(pq.ParquetFile(path).iter_batches()):
                 yield Key(file_index, batch_index), pa.Table.from_batches([batch])
-
-
-NAME = "coord_bench"
-
-
-def register() -> None:
-    """Make ``load_dataset("coord_bench", ...)`` resolve to this module, with no remote code and no network.
-
-    ``datasets`` looks names up in its private ``_PACKAGED_DATASETS_MODULES`` registry (name -> module
-    path, hash of its code) before anything else. Its factory for those modules then globs the working
-    folder for data files, which a builder that makes its own data does not need: that is slow in a big
-    folder and an error in an empty one, so for this name the factory is told there are none. Both hooks are
-    private API, so each is guarded: a datasets without them only loses the shortcut.
-    """
-    from datasets import load, packaged_modules
-    from datasets.data_files import DataFilesDict
-
-    registry = getattr(packaged_modules, "_PACKAGED_DATASETS_MODULES", None)
-    factory = getattr(load, "PackagedDatasetModuleFactory", None)
-    if not isinstance(registry, dict) or factory is None or getattr(factory, "_coord_bench_hook", False):
-        return
-    source = Path(__file__).read_bytes() + __version__.encode()
-    registry[NAME] = (__name__, hashlib.sha256(source).hexdigest())
-    original = factory.get_module
-
-    def get_module(self):
-        if self.name != NAME or self.data_files is not None or self.data_dir is not None:
-            return original(self)
-        module_path, module_hash = registry[NAME]
-        return load.DatasetModule(module_path, module_hash, {"data_files": DataFilesDict(), "dataset_name": NAME})
-
-    factory.get_module = get_module
-    factory._coord_bench_hook = True

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from coord_bench import __version__
 from coord_bench.export import FORMATS
-from coord_bench.mappers import AVAILABLE as ANNOTATION_NAMES
+from coord_bench.mappers.registry import LAYERS as ANNOTATION_NAMES
 from coord_bench.sources import adapter_class
 
 
@@ -465,9 +465,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; expected failures print one clear line and exit 2, never a traceback."""
-    from coord_bench.build import BuildError
     from coord_bench.folder_lock import FolderBusy
     from coord_bench.locate import SourceLocationError
+    from coord_bench.plan import BuildError
     from coord_bench.publish import PushError
 
     args = parser().parse_args(argv)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from coord_bench.build import MANIFEST_FILE
+from coord_bench.build_folder import MANIFEST_FILE
 
 
 class NotABuildError(FileNotFoundError):

@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from coord_bench import __version__
-from coord_bench.build import MANIFEST_FILE, REJECTS_FILE
+from coord_bench.build_folder import MANIFEST_FILE, REJECTS_FILE
 from coord_bench.card import CARD_FILE, render_card
 from coord_bench.dataset_dir import read_manifest
 from coord_bench.validate import validation_errors

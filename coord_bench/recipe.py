@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from coord_bench.plan import BuildPlan
 from coord_bench.resources import resource_path
 from coord_bench.schema import describe_error, validator
 from coord_bench.sources import ADAPTERS, check_mapping
@@ -142,12 +143,13 @@ def enabled_annotations(recipe: dict[str, Any]) -> list[str]:
 
 def annotation_params(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Parameters of the enabled layers and of the layers they need (latents need the embeddings' settings)."""
-    from coord_bench.mappers import REQUIRES
+    from coord_bench.mappers.registry import with_needs
 
     sections = recipe.get("annotations") or {}
-    enabled = enabled_annotations(recipe)
-    wanted = set(enabled) | {needed for name in enabled for needed in REQUIRES.get(name, ())}
-    return {name: {k: v for k, v in (sections.get(name) or {}).items() if k != "enabled"} for name in wanted}
+    return {
+        name: {k: v for k, v in (sections.get(name) or {}).items() if k != "enabled"}
+        for name in with_needs(enabled_annotations(recipe))
+    }
 
 
 def recipe_hash(recipe: dict[str, Any]) -> str:
@@ -168,13 +170,14 @@ def configs_of(recipe: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
     return {c["name"]: list(c["sources"]) for c in declared}, default
 
 
-def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None, lock: RecipeLock | None = None):
+def to_plan(
+    recipe: dict[str, Any], out_dir: str | Path | None = None, lock: RecipeLock | None = None
+) -> BuildPlan:
     """Resolve locations (downloading Hub sources) and return the ``BuildPlan`` of a validated recipe.
 
     With a ``lock``, Hub sources are read at their locked commits (or locked; the caller saves the lock).
     The plan records the recipe with every Hub source pinned to the commit it was read at, so the recipe in
     the manifest and the card rebuilds the same rows."""
-    from coord_bench.build import BuildPlan
     from coord_bench.locate import embedded_source, hub_source, local_source
     from coord_bench.writer import parse_size
 

@@ -7,7 +7,7 @@ annotated; staging keeps memory bounded while they do, and is deleted when the b
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +62,20 @@ class StagedCorpus:
 
 
 class AnnotatedView:
-    """The staged corpus as a later mapper sees it: each batch with the earlier mappers' annotations applied.
+    """The staged corpus as one layer's corpus pass sees it: each batch with only the layers that layer needs
+    applied, read with only the columns it and they declare. Applying tokens again is cheaper than a second
+    copy of the corpus on disk."""
 
-    Re-applying is cheap for the layers that precede a corpus pass (tokens, lookups of cached work) and keeps
-    one copy of the corpus on disk."""
+    def __init__(self, corpus: StagedCorpus, reads: Sequence[str], needed: Sequence[Any]):
+        self.corpus, self.reads, self.needed = corpus, tuple(reads), list(needed)
 
-    def __init__(self, corpus: StagedCorpus, earlier: list[Any]):
-        self.corpus, self.earlier = corpus, earlier
-
-    def batches(self, columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
-        for batch in self.corpus.batches(None if self.earlier else columns):
-            for mapper in self.earlier:
-                mapper.apply(batch)
+    def batches(self, columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every staged record with the needed layers applied; ``columns`` (default: the layer's ``reads``)
+        plus what the needed layers read and write."""
+        wanted = set(self.reads if columns is None else columns)
+        for layer in self.needed:
+            wanted.update(layer.reads, layer.writes)
+        for batch in self.corpus.batches([name for name in self.corpus.schema.names if name in wanted]):
+            for layer in self.needed:
+                layer.apply(batch)
             yield batch

@@ -11,6 +11,7 @@ import pytest
 from realdata import SOURCES, build_realdata
 
 from coord_bench.mappers.embeddings import Embedder
+from coord_bench.mappers.layer import LayerContext
 from coord_bench.mappers.rules import DECISIVE, RulesMapper, final_messages, flag_agreement
 from coord_bench.sources.debate import answers_match
 
@@ -112,7 +113,9 @@ def test_arena_agreement_is_the_embedding_similarity_of_a_and_b(rows, embedder):
 
 def test_thresholds_and_overhead_are_parameters(rows, embedder):
     arena = copy.deepcopy(by_source(rows, "chatbot_arena"))
-    strict = RulesMapper({"agreement_full_similarity": 0.99, "max_token_overhead": 1.0}, embedder)
+    strict = RulesMapper.from_params(
+        {"agreement_full_similarity": 0.99, "max_token_overhead": 1.0}, LayerContext(embedder=embedder)
+    )
     before = {r["id"]: rules(r) for r in arena}
     strict.apply(arena)
     for record in arena:
@@ -126,7 +129,9 @@ def test_thresholds_and_overhead_are_parameters(rows, embedder):
     )
     assert strict.describe()["parameters"]["agreement_full_similarity"] == 0.99
     with pytest.raises(ValueError, match="agreement_partial_similarity"):
-        RulesMapper({"agreement_partial_similarity": 0.9, "agreement_full_similarity": 0.8}, embedder)
+        RulesMapper.from_params(
+            {"agreement_partial_similarity": 0.9, "agreement_full_similarity": 0.8}, LayerContext(embedder=embedder)
+        )
 
 
 def test_debate_agreement_comes_from_the_final_flags_and_solutions(rows):

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.resources import default_cache_dir
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -197,23 +199,31 @@ def record_texts(record: dict) -> list[str]:
     return texts + ([drive] if drive else [])
 
 
-class EmbeddingsMapper:
-    """Encodes every distinct text of the corpus once (prepare); adds no column of its own."""
+@dataclass
+class EmbeddingsConfig:
+    model: str = BUNDLED_MODEL  # a sentence-transformers model (the bundled MiniLM loads offline)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    batch_size: int = 64
+
+
+class EmbeddingsMapper(Layer):
+    """Encodes every distinct text of the corpus once (prepare); adds no column of its own. Its embedder goes
+    into the build's context, for the layers that need embeddings."""
 
     name = "embeddings"
+    reads = ("task", "turns")
+    Config = EmbeddingsConfig
 
-    def __init__(self, params: dict, progress: bool = True):
-        self.params = params
+    def __init__(self, config: EmbeddingsConfig, context: LayerContext):
+        self.config = config
         self.embedder = Embedder(
-            model=params.get("model", BUNDLED_MODEL),
-            device=params.get("device", "auto"),
-            batch_size=params.get("batch_size", 64),
-            progress=progress,
+            model=config.model, device=config.device, batch_size=config.batch_size, progress=context.progress
         )
+        context.embedder = self.embedder
 
     def prepare(self, corpus) -> None:
         pending: list[str] = []
-        for batch in corpus.batches(columns=["turns", "task"]):
+        for batch in corpus.batches():
             for record in batch:
                 pending += record_texts(record)
             if len(pending) >= 4096:

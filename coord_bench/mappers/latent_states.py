@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from coord_bench.mappers.embeddings import Embedder
+from coord_bench.mappers.layer import Layer, LayerContext
 
 ARTIFACT = "artifacts/latent_model"
 REPORT = "reports/latent_quality.json"
@@ -92,15 +94,44 @@ def outcome_targets(record: dict[str, Any]) -> dict[str, Any]:
     return targets
 
 
-class LatentsMapper:
+METHODS = ("lds", "pca_rrr")  # the recipe's names: the EM-fitted LDS, and its PCA + reduced-rank baseline
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class LatentsConfig:
+    method: str = "lds"
+    k: int = 8  # latent dimension
+    r: int | None = None  # rank bound on the transition matrix (None: full rank)
+    seed: int = 0
+    fit_split: str = "train"
+    max_iter: int = 30  # EM iterations at most
+    model_path: str | None = None  # apply this fitted artifact (path without .npz/.json) instead of fitting
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"annotations.latents.method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.fit_split not in SPLITS:
+            raise ValueError(
+                f"annotations.latents.fit_split: expected one of {', '.join(SPLITS)}, got {self.fit_split!r}"
+            )
+
+
+class LatentsMapper(Layer):
     """Fits (or loads) the latent model in ``prepare`` and fills ``annotations.latents`` in ``apply``."""
 
     name = "latents"
+    needs = ("embeddings", "tokens")
+    reads = ("id", "split", "split_group", "agents", "task", "turns", "n_turns", "outcome", "annotations")
+    writes = ("annotations",)
+    Config = LatentsConfig
 
-    def __init__(self, params: dict[str, Any], embedder: Embedder, out_dir: Path):
-        self.params = params
-        self.embedder = embedder
-        self.out_dir = Path(out_dir)
+    def __init__(self, config: LatentsConfig, context: LayerContext):
+        self.config = config
+        self.embedder = context.require_embedder(self.name)
+        if context.out_dir is None:
+            raise ValueError("the latents layer needs an output folder (LayerContext.out_dir) for its artifact")
+        self.out_dir = Path(context.out_dir)
         self.model = None
         self.states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.report: dict[str, Any] = {}
@@ -108,13 +139,11 @@ class LatentsMapper:
     def _new_model(self, seed: int):
         from coord_bench.mappers.latents import LDSConfig, LinearGaussianSSM, PCAReducedRank
 
-        config = LDSConfig(
-            k=self.params.get("k", 8), r=self.params.get("r"), seed=seed, max_iter=self.params.get("max_iter", 30)
-        )
-        return (PCAReducedRank if self.params.get("method", "lds") == "pca_rrr" else LinearGaussianSSM)(config)
+        config = LDSConfig(k=self.config.k, r=self.config.r, seed=seed, max_iter=self.config.max_iter)
+        return (PCAReducedRank if self.config.method == "pca_rrr" else LinearGaussianSSM)(config)
 
     def prepare(self, corpus) -> None:
-        fit_split = self.params.get("fit_split", "train")
+        fit_split = self.config.fit_split
         ids, sequences, splits, groups, tokens, targets = [], [], [], [], [], []
         for batch in corpus.batches():
             for record in batch:
@@ -125,15 +154,15 @@ class LatentsMapper:
                 tokens.append(token_features(record) if record["annotations"]["token_usage"] else None)
                 targets.append(outcome_targets(record))
         train = [s for s, split in zip(sequences, splits, strict=True) if split == fit_split]
-        if self.params.get("model_path"):
+        if self.config.model_path:
             from coord_bench.mappers.latents import load_model
 
-            self.model = load_model(Path(self.params["model_path"]))
+            self.model = load_model(Path(self.config.model_path))
         elif self._too_small(train, fit_split):
             self._write_report()
             return
         else:
-            self.model = self._new_model(self.params.get("seed", 0)).fit(train)
+            self.model = self._new_model(self.config.seed).fit(train)
         self.model_hash = self.model.save(self.out_dir / ARTIFACT)
         states = self.model.transform_many(sequences)
         self.states = dict(zip(ids, states, strict=True))
@@ -144,7 +173,7 @@ class LatentsMapper:
     def _too_small(self, train: list[tuple[np.ndarray, np.ndarray]], fit_split: str) -> bool:
         """A corpus too small to fit k states (fewer train turns than k) skips the layer, saying why, instead of
         failing the build: the layer is on by default, and a user's first small folder should still build."""
-        k = self.params.get("k", 8)
+        k = self.config.k
         turns = sum(len(y) for _, y in train)
         if turns >= k:
             return False
@@ -161,7 +190,7 @@ class LatentsMapper:
     def _quality(self, train, held_out, sequences, states, splits, groups, tokens, targets) -> dict[str, Any]:
         from coord_bench.mappers.latents import quality
 
-        k, seed = self.model.config.k, self.params.get("seed", 0)
+        k, seed = self.model.config.k, self.config.seed
         report: dict[str, Any] = {
             "method": self.model.method,
             "model_hash": self.model_hash,
@@ -174,12 +203,12 @@ class LatentsMapper:
             if held_out and train
             else {"skipped": "no held-out or no train sequences"}
         )
-        if train and not self.params.get("model_path"):
+        if train and not self.config.model_path:
             refit = self._new_model(seed + 1).fit(train)
             report["stability"] = quality.stability_report(self.model, refit)
         latent_means = np.stack([s[0].mean(axis=0) for s in states])
         raw_means = np.stack([y.mean(axis=0) for _, y in sequences])
-        train_rows = np.array([s == self.params.get("fit_split", "train") for s in splits])
+        train_rows = np.array([s == self.config.fit_split for s in splits])
         pca = _pca(raw_means, train_rows, k, seed)
         probes = {}
         for target in sorted({name for t in targets for name in t}):
@@ -218,11 +247,11 @@ class LatentsMapper:
             "model_hash": getattr(self, "model_hash", None),
             "k": self.model.config.k if self.model else None,
             "r": self.model.config.r if self.model else None,
-            "seed": self.params.get("seed", 0),
-            "fit_split": self.params.get("fit_split", "train"),
+            "seed": self.config.seed,
+            "fit_split": self.config.fit_split,
             "artifact": ARTIFACT,
             "quality_report": REPORT,
-            "fitted": self.model is not None and not self.params.get("model_path"),
+            "fitted": self.model is not None and not self.config.model_path,
             "quality": self.report,
         }
 

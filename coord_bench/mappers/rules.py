@@ -40,16 +40,18 @@ Formulas (rules-v1; also in the card):
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
+from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.sources.debate import answers_match
 
 VERSION = "rules-v1"
-DEFAULTS = {"max_token_overhead": 0.5, "agreement_full_similarity": 0.85, "agreement_partial_similarity": 0.6}
 DECISIVE = ("model_a", "model_b")
 
 
@@ -156,20 +158,32 @@ def mean_similarity(messages: list[dict[str, Any]], vectors: dict[str, np.ndarra
     return float(np.mean(sims))
 
 
-class RulesMapper:
-    """Fills ``annotations.coordination.rules`` for every record (needs the tokens and embeddings layers)."""
+@dataclass
+class RulesConfig:
+    max_token_overhead: float = 0.5
+    agreement_full_similarity: float = 0.85
+    agreement_partial_similarity: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.agreement_partial_similarity > self.agreement_full_similarity:
+            raise ValueError("annotations.rules: agreement_partial_similarity must be <= agreement_full_similarity")
+
+
+class RulesMapper(Layer):
+    """Fills ``annotations.coordination.rules`` for every record. It needs no corpus pass: the embeddings
+    layer has already encoded every message."""
 
     name = "rules"
+    needs = ("tokens", "embeddings")
+    reads = ("agents", "turns", "protocol", "outcome", "annotations")
+    writes = ("annotations",)
+    Config = RulesConfig
 
-    def __init__(self, params: dict[str, Any], embedder: Any):
-        self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
-        if self.params["agreement_partial_similarity"] > self.params["agreement_full_similarity"]:
-            raise ValueError("annotations.rules: agreement_partial_similarity must be <= agreement_full_similarity")
-        self.embedder = embedder
-        self.labelled: dict[str, tuple[str, str]] = {}  # id -> (success, agreement level): apply may run twice
-
-    def prepare(self, corpus) -> None:
-        """Rules need no corpus pass: the embeddings layer has already encoded every message."""
+    def __init__(self, config: RulesConfig, context: LayerContext):
+        self.config = config
+        self.embedder = context.require_embedder(self.name)
+        self.success_counts: Counter[str] = Counter()  # of the records labelled: apply runs once per record
+        self.level_counts: Counter[str] = Counter()
 
     def apply(self, batch: list[dict[str, Any]]) -> None:
         texts: set[str] = set()
@@ -186,11 +200,12 @@ class RulesMapper:
             coordination = annotations.get("coordination") or {"rules": None, "judges": [], "consensus": None}
             coordination["rules"] = rules
             annotations["coordination"] = coordination
-            self.labelled[record["id"]] = (str(rules["success"]).lower(), str(rules["agreement_level"]).lower())
+            self.success_counts[str(rules["success"]).lower()] += 1
+            self.level_counts[str(rules["agreement_level"]).lower()] += 1
 
     def label(self, record: dict[str, Any], vectors: dict[str, np.ndarray]) -> dict[str, Any]:
         """The rules object of one record (``vectors``: text -> embedding, for the embedding-based agreement)."""
-        p = self.params
+        p = self.config
         usage = (record.get("annotations") or {}).get("token_usage") or {}
         success = self.success(record, usage)
         flagged = _has_flags(record)
@@ -201,7 +216,7 @@ class RulesMapper:
             fraction = flag_fraction(final)
         else:
             similarity = mean_similarity(final_messages(record), vectors)
-            level = level_from_similarity(similarity, p["agreement_full_similarity"], p["agreement_partial_similarity"])
+            level = level_from_similarity(similarity, p.agreement_full_similarity, p.agreement_partial_similarity)
         return {
             "version": VERSION,
             "success": success,
@@ -221,19 +236,19 @@ class RulesMapper:
                 return None
             if outcome["winner"] not in DECISIVE:
                 return False
-            return None if overhead is None else overhead <= self.params["max_token_overhead"]
+            return None if overhead is None else overhead <= self.config.max_token_overhead
         if kind == "multi_character_scene":
             roster = {a["agent_id"] for a in record["agents"] if a["in_source_roster"]}
             if len(roster) < 2 or overhead is None:
                 return None
             spoke = {m["agent_id"] for t in record["turns"] for m in t["messages"]}
-            return roster <= spoke and overhead <= self.params["max_token_overhead"]
+            return roster <= spoke and overhead <= self.config.max_token_overhead
         if outcome["answer_correct"] is not None:
             return outcome["answer_correct"]
         return outcome["decision_success"]
 
     def events(self, record: dict[str, Any], vectors: dict[str, np.ndarray], flagged: bool) -> list[dict[str, Any]]:
-        p = self.params
+        p = self.config
         events: list[tuple[int, str]] = []
         previous_fraction: float | None = None
         previous_speaker: str | None = None
@@ -262,9 +277,9 @@ class RulesMapper:
                 similarity = mean_similarity(messages, vectors)
                 if similarity is None:
                     continue
-                if similarity >= p["agreement_full_similarity"]:
+                if similarity >= p.agreement_full_similarity:
                     events.append((index, "consensus"))
-                elif similarity < p["agreement_partial_similarity"]:
+                elif similarity < p.agreement_partial_similarity:
                     events.append((index, "disagreement"))
         outcome = record["outcome"]
         if outcome["decision_success"] is True or outcome["winner"] in DECISIVE:
@@ -277,7 +292,7 @@ class RulesMapper:
         """Version, parameters and label counts; the formulas are this module's docstring (the card shows it)."""
         return {
             "version": VERSION,
-            "parameters": self.params,
-            "success": dict(sorted(Counter(s for s, _ in self.labelled.values()).items())),
-            "agreement_level": dict(sorted(Counter(a for _, a in self.labelled.values()).items())),
+            "parameters": dataclasses.asdict(self.config),
+            "success": dict(sorted(self.success_counts.items())),
+            "agreement_level": dict(sorted(self.level_counts.items())),
         }

@@ -16,9 +16,11 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.resources import default_cache_dir
 
 ENCODING = "cl100k_base"
@@ -79,17 +81,23 @@ def normalized_gini(values: list[int]) -> float | None:
     return pair_sum / (2 * (n - 1) * total)
 
 
-class TokensMapper:
+@dataclass
+class TokensConfig:
+    encoding: str = ENCODING  # a tiktoken encoding name
+
+
+class TokensMapper(Layer):
     """Fills ``messages[].n_tokens`` and ``annotations.token_usage``, tokenizing a batch of records at once."""
 
     name = "tokens"
+    reads = ("agents", "task", "turns")
+    writes = ("turns", "annotations")
+    Config = TokensConfig
+    threads = 2
 
-    def __init__(self, encoding: str = ENCODING, threads: int = 2):
-        self.encoding, self.encoding_source = load_encoding(encoding)
-        self.threads = threads
-
-    def prepare(self, corpus) -> None:
-        """Tokens need no corpus pass."""
+    def __init__(self, config: TokensConfig | None = None, context: LayerContext | None = None):
+        self.config = config or TokensConfig()
+        self.encoding, self.encoding_source = load_encoding(self.config.encoding)
 
     def describe(self) -> dict[str, Any]:
         return {"encoding": self.encoding.name, "encoding_source": self.encoding_source}

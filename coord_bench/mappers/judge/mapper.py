@@ -68,6 +68,7 @@ from coord_bench.mappers.judge.prompt import (
     reask_messages,
 )
 from coord_bench.mappers.judge.sampling import sample_weight, stratified_sample, stratum_of
+from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.schema import validator
 
 DEFAULTS: dict[str, Any] = {
@@ -198,10 +199,18 @@ def parse_output(text: str | None, prompt: Prompt) -> tuple[dict[str, Any] | Non
     return output, None, dropped
 
 
-class JudgeMapper:
-    """Fills ``annotations.coordination.judges`` and ``.consensus``; see the module docstring."""
+class JudgeMapper(Layer):
+    """Fills ``annotations.coordination.judges`` and ``.consensus``; see the module docstring.
+
+    Its config stays the checked dict of ``DEFAULTS`` for now (no typed dataclass yet)."""
 
     name = "judge"
+    reads = tuple(COLUMNS)
+    writes = ("annotations",)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], context: LayerContext) -> JudgeMapper:
+        return cls(params, progress=context.progress, folder=context.budget_folder or context.out_dir)
 
     def __init__(
         self, params: dict[str, Any], progress: bool = True, check_key: bool = True, folder: Path | None = None

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from coord_bench.build import MANIFEST_FILE
+from coord_bench.build_folder import MANIFEST_FILE
 from coord_bench.dataset_dir import read_manifest, shard_files
 from coord_bench.mappers.judge.mapper import JudgeMapper
 from coord_bench.mappers.judge.prompt import render_conversation
