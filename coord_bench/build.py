@@ -1,9 +1,8 @@
-"""The build: read every source, normalize or reject each record, write Parquet per config, the card and the manifest.
+"""A build from sources: pass 1 reads every source, normalizes or rejects each record and stages the kept ones.
 
-Records stream from the source files through the adapter and the schema check into a staged copy on disk,
-then through the annotation mappers into the shard writers, a batch at a time; only corpus-level state (the
-ids seen, the latent model's training sequences, small per-record features) grows with the corpus. Every
-record read ends up counted as normalized, rejected or filtered.
+Records stream from the source files through the adapter and the schema check into the staged corpus; the
+engine (``pipeline``) then runs the layers and writes the shards. Only corpus-level state (the ids seen, the
+counts) grows with the corpus. Every record read ends up counted as normalized, rejected or filtered.
 """
 
 from __future__ import annotations
@@ -11,85 +10,72 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from coord_bench import __version__
-from coord_bench.build_folder import MANIFEST_FILE, REJECTS_FILE, BuildFolderError, recover, start_staging, swap_in
+from coord_bench.build_folder import REJECTS_FILE
 from coord_bench.filters import filter_reason
 from coord_bench.locate import file_sha256
-from coord_bench.plan import BuildError, BuildPlan
-from coord_bench.recipe import recipe_hash
+from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.pipeline import Finisher, Output, Say, run_pipeline, schema_reject, write_reject
+from coord_bench.plan import BuildPlan
 from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, adapter_class
 from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import SPLITS
-from coord_bench.staging import AnnotatedView, StagedCorpus
-from coord_bench.writer import ConfigWriters
+from coord_bench.staging import StagedCorpus
 
 MAX_RAW_IN_REJECTS = 64 * 1024  # larger raw records are referenced by file and index instead of copied
 
 
-def run_build(plan: BuildPlan, progress: bool = True, say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the build described by ``plan`` and return the manifest it wrote.
+def run_build(
+    plan: BuildPlan,
+    layers: list[Layer] = (),
+    context: LayerContext | None = None,
+    finishers: Iterable[Finisher] = (),
+    say: Say | None = None,
+) -> dict[str, Any]:
+    """Build ``plan`` through ``layers`` (made with ``context``, see ``registry.build_layers``); return the
+    manifest. ``finishers`` write extra files (the card) into the finished folder before it is swapped in."""
+    context = context or LayerContext(progress=False)
+    output = Output(Path(plan.out_dir), plan.configs, plan.max_shard_bytes)
+    return run_pipeline(SourcesInput(plan), output, list(layers), context, finishers, say)
 
-    Pass 1 normalizes every source into a staged corpus; the mappers then see the whole corpus (embeddings,
-    model fitting); pass 2 annotates the staged records batch by batch, checks them against the schema
-    again and writes the config shards. Everything is written into a staging folder beside ``plan.out_dir``
-    that replaces it only once complete (see ``build_folder``); ``say`` gets what the user should know.
-    """
-    from coord_bench.mappers.layer import LayerContext
-    from coord_bench.mappers.registry import build_layers, needed_by
 
-    say = say or (lambda _message: None)
-    adapters = [adapter_class(spec.adapter)(spec) for spec in plan.sources]
-    inputs = {adapter.spec.name: adapter.files() for adapter in adapters}  # fails early on a missing layout
-    out_dir = Path(plan.out_dir).absolute()
-    try:
-        recover(out_dir, say)
-        work_dir = start_staging(out_dir, say)
-    except BuildFolderError as err:
-        raise BuildError(str(err)) from None
-    context = LayerContext(out_dir=work_dir, budget_folder=out_dir, progress=progress)  # the budget: the named folder's
-    mappers = build_layers(plan.annotations, context)
-    corpus = StagedCorpus(work_dir / ".staging")
-    stats = {spec.name: _new_stats() for spec in plan.sources}
-    with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
-        _normalize_into(corpus, adapters, inputs, plan.limit, stats, rejects, progress)
-        corpus.close_writing()
-        for mapper in mappers:
-            mapper.prepare(AnnotatedView(corpus, mapper.reads, needed_by(mapper, mappers)))
-        writers = ConfigWriters(work_dir, plan.configs, plan.max_shard_bytes)
-        for batch in corpus.batches():
-            for mapper in mappers:
-                mapper.apply(batch)
-            for record in batch:
-                source_stats = stats[record["source"]]
-                problems = list(record_problems(record))
-                if problems:  # an annotation broke the schema: a bug, but the record is still accounted for
-                    source_stats["normalized"] -= 1
-                    source_stats["splits"][record["split"]] -= 1
-                    reject = _schema_reject("the annotated record breaks the schema: ", problems)
-                    _reject(rejects, source_stats, record["source"], record["source_locator"], None, reject)
-                    continue
-                writers.add(record)
-    corpus.remove()
-    config_counts = writers.close()
-    annotations = {
-        mapper.name: {"params": plan.annotations.get(mapper.name, {}), **mapper.describe()} for mapper in mappers
-    }
-    entries = {a.spec.name: _source_entry(a, inputs[a.spec.name], stats[a.spec.name]) for a in adapters}
-    manifest = _manifest(plan, entries, config_counts, annotations)
+def build_dataset(plan: BuildPlan, progress: bool = True, say: Say | None = None) -> dict[str, Any]:
+    """The build ``coord-bench build`` runs: the plan's layers (and those they need), then the card."""
     from coord_bench.card import write_card
+    from coord_bench.mappers.registry import build_layers
 
-    write_card(work_dir, manifest, load_path=f"./{Path(plan.out_dir).name}")  # the folder asked for, not staging
-    # the manifest last: a folder with one is a finished build
-    (work_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    swap_in(work_dir, out_dir)
-    return manifest
+    context = LayerContext(budget_folder=Path(plan.out_dir).absolute(), progress=progress)  # the judge's budget
+    load_path = f"./{Path(plan.out_dir).name}"  # the card names the folder asked for, not the staging folder
+    card = [lambda work_dir, manifest: write_card(work_dir, manifest, load_path)]
+    return run_build(plan, build_layers(plan.annotations, context), context, card, say)
+
+
+class SourcesInput:
+    """Pass 1 of a build from sources, and the manifest that accounts for every record read."""
+
+    def __init__(self, plan: BuildPlan):
+        self.plan = plan
+        self.adapters = [adapter_class(spec.adapter)(spec) for spec in plan.sources]
+        self.inputs = {a.spec.name: a.files() for a in self.adapters}  # fails early on a missing layout
+        self.stats = {spec.name: _new_stats() for spec in plan.sources}
+
+    def stage(self, corpus: StagedCorpus, work_dir: Path, progress: bool) -> None:
+        with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
+            _normalize_into(corpus, self.adapters, self.inputs, self.plan.limit, self.stats, rejects, progress)
+
+    def manifest(self, configs: dict[str, dict[str, int]], annotations: dict[str, Any]) -> dict[str, Any]:
+        params = self.plan.annotations
+        annotations = {name: {"params": params.get(name, {}), **info} for name, info in annotations.items()}
+        entries = {a.spec.name: _source_entry(a, self.inputs[a.spec.name], self.stats[a.spec.name])
+                   for a in self.adapters}  # fmt: skip
+        return _manifest(self.plan, entries, configs, annotations)
 
 
 def _new_stats() -> dict[str, Any]:
@@ -164,30 +150,16 @@ def _reject(
 ) -> None:
     source_stats["rejected"] += 1
     source_stats["rejects_by_kind"][reject.kind] += 1
-    entry = {
-        "source": source,
-        "locator": locator,
-        "kind": reject.kind,
-        "field": reject.field,
-        "reason": reject.reason,
-        **(payload or {}),
-    }
-    rejects.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+    write_reject(rejects, source, locator, reject, payload)
 
 
 def _check(record: dict[str, Any], seen_ids: dict[str, str]) -> None:
     """Reject records the schema refuses and second copies of an id."""
     problems = list(record_problems(record))
     if problems:
-        raise _schema_reject("the normalized record breaks the schema: ", problems)
+        raise schema_reject("the normalized record breaks the schema: ", problems)
     if record["id"] in seen_ids:
         raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {record['id']})", kind="duplicate")
-
-
-def _schema_reject(prefix: str, problems: list[tuple[str, str]]) -> Reject:
-    """One reject for a record the schema refuses; ``field`` is the first offending field of the unified record."""
-    text = "; ".join(f"{path}: {problem}" for path, problem in problems[:5])
-    return Reject(prefix + text, field=problems[0][0], kind="schema")
 
 
 def _raw_payload(raw: RawRecord) -> dict[str, Any]:
@@ -233,7 +205,7 @@ def _manifest(
         "limit_per_source": plan.limit,
         "annotations": annotations,
         "recipe": plan.recipe,
-        "recipe_hash": recipe_hash(plan.recipe) if plan.recipe is not None else None,
+        "recipe_hash": plan.recipe_hash,
         "split_method": {"ratios": plan.split_ratios, "hash": "sha256(group key)[:16] as a fraction of 16**16"},
         "totals": totals,
         "sources": sources,

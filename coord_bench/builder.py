@@ -19,6 +19,7 @@ from datasets.builder import Key
 
 from coord_bench import __version__
 from coord_bench.build import run_build
+from coord_bench.build_folder import shard_files, shard_split
 from coord_bench.locate import embedded_source, local_source
 from coord_bench.plan import DEFAULT_CONFIG, BuildPlan
 from coord_bench.schema import features
@@ -70,12 +71,11 @@ class CoordBench(datasets.ArrowBasedBuilder):
         plan = BuildPlan(
             specs, staging, {config.name: list(config.sources)}, limit=config.limit, default_config=config.name
         )
-        manifest = run_build(plan, progress=False)
+        manifest = run_build(plan)
         counts = manifest["configs"][config.name]["splits"]
+        shards = shard_files(staging, config.name)
         return [
-            datasets.SplitGenerator(
-                name=split, gen_kwargs={"files": sorted((staging / config.name).glob(f"{split}-*"))}
-            )
+            datasets.SplitGenerator(name=split, gen_kwargs={"files": [p for p in shards if shard_split(p) == split]})
             for split, count in counts.items()
             if count
         ]

@@ -18,11 +18,10 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
+from coord_bench.build_folder import CARD_FILE, shard_files, shard_split
 from coord_bench.resources import resource_path
 from coord_bench.schema import features, load_schema
 from coord_bench.sources import adapter_class
-
-CARD_FILE = "README.md"
 
 
 def _size_category(rows: int) -> str:
@@ -238,7 +237,7 @@ def _shard_stats(folder: Path, config: str, split: str) -> tuple[int, int, list[
 
     data_bytes = file_bytes = 0
     digests = []
-    for path in sorted((folder / config).glob(f"{split}-*.parquet")):
+    for path in (p for p in shard_files(folder, config) if shard_split(p) == split):
         meta = pq.ParquetFile(path).metadata
         data_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         file_bytes += path.stat().st_size
@@ -311,17 +310,16 @@ def card_metadata(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
     return card_data.to_dict()
 
 
-def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path, shards_dir: Path | None = None) -> str:
+def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
     """The full README.md text: the template's YAML merged with the build's, and its body filled in.
 
-    With ``out_dir`` holding a ``report/`` (``coord-bench report``), its figures fill the Figures section.
-    The YAML's sizes and fingerprints come from the shards in ``shards_dir`` (default ``out_dir``; ``label``
-    renders the card of shards not yet swapped in).
+    With ``out_dir`` holding a ``report/`` (``coord-bench report``), its figures fill the Figures section;
+    the YAML's sizes and fingerprints come from its shards.
     """
     from coord_bench.report import card_figures
 
     template = DatasetCard(resource_path("dataset_card.md").read_text(encoding="utf-8"))
-    metadata = {**template.data.to_dict(), **card_metadata(manifest, shards_dir or out_dir)}
+    metadata = {**template.data.to_dict(), **card_metadata(manifest, out_dir)}
     sources = manifest["sources"]
     adapters = sorted({s["adapter"] for s in sources.values()})
     source_adapters = {name: s["adapter"] for name, s in sources.items()}

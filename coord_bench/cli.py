@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from coord_bench import __version__
+from coord_bench.build_folder import DEFAULT_MAX_SHARD_SIZE
 from coord_bench.export import FORMATS
 from coord_bench.mappers.registry import LAYERS as ANNOTATION_NAMES
 from coord_bench.sources import adapter_class
@@ -124,7 +125,7 @@ def _recipe_lock(args: argparse.Namespace, path: Path, recipe: dict):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from coord_bench.build import run_build
+    from coord_bench.build import build_dataset
     from coord_bench.console import build_summary, where_to_look
     from coord_bench.recipe import (
         apply_overrides,
@@ -155,7 +156,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.raise_budget and "judge" in plan.annotations:
         plan.annotations["judge"]["raise_budget"] = True  # a run option: never recorded in the recipe
     with _holding(args, plan.out_dir):
-        manifest = run_build(plan, progress=not args.no_progress, say=print)
+        manifest = build_dataset(plan, progress=not args.no_progress, say=print)
         print(build_summary(manifest, plan.out_dir))
         if (recipe.get("output") or {}).get("report"):
             from coord_bench.report import main as write_report
@@ -260,59 +261,24 @@ def _judge_params(args: argparse.Namespace, base: dict) -> dict:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from coord_bench.dataset_dir import read_manifest
-    from coord_bench.mappers.judge.relabel import label_build
+    from coord_bench.console import label_estimate, label_summary
+    from coord_bench.label import label_build, recovered_manifest
 
     with _holding(args, Path(args.dir), *([Path(args.out)] if args.out else [])):
-        manifest = read_manifest(Path(args.dir))
+        manifest = recovered_manifest(Path(args.dir), say=print)
         base = (((manifest.get("recipe") or {}).get("annotations") or {}).get("judge")) or {}
         params = _judge_params(args, base)
         if args.raise_budget:
             params["raise_budget"] = True
-        result = label_build(Path(args.dir), params, out=args.out, dry_run=args.dry_run, progress=not args.no_progress)
-    if args.dry_run:
-        e = result
-        print(
-            f"judge dry run: {e['rows_sampled']} of {e['rows_total']} conversations sampled -> "
-            f"{e['requests_planned']} requests ({e['requests_cached']} cached, {e['requests_to_send']} to send)"
+        result = label_build(
+            Path(args.dir), params, out=args.out, dry_run=args.dry_run, progress=not args.no_progress, say=print
         )
-        print(
-            f"estimated tokens: {e['prompt_tokens']:,} prompt (tiktoken, +25% margin) + at most "
-            f"{e['completion_tokens_max']:,} completion"
-        )
-        prices = ", ".join(f"{m}: {src}" for m, src in e["prices"].items())
-        print(f"estimated cost: at most ${e['cost_usd_max']:.4f} (prices: {prices})")
-        ledger = e["ledger"]
-        print(
-            f"hard caps of this build: max_calls {e['max_calls']}, max_cost_usd {e['max_cost_usd']:g}; "
-            f"remaining: {ledger['calls_remaining']} calls, ${ledger['usd_remaining']:.4f}"
-        )
-        print("dry run: no request was sent")
-        return 0
-    judge = result["annotations"]["judge"]
-    requests = judge["requests"]
-    print(f"labelled {args.out or args.dir}: rows {judge['rows']}")
-    print(
-        f"requests sent {requests['sent']} (fresh judgements {requests['judgements_fresh']}, cached "
-        f"{requests['judgements_cached']}, failed {requests['failed']}, over budget {requests['over_budget']}); "
-        f"cost ${judge['cost_usd']['spent']:.4f}; mode {judge['structured_output_mode']}"
-    )
-    print(budget_line(judge["budget"]["ledger"]))
+    print(label_estimate(result) if args.dry_run else label_summary(args.out or args.dir, result))
     return 0
 
 
-def budget_line(ledger: dict) -> str:
-    """The build's judge budget over all its runs, as `label` prints it."""
-    return (
-        f"judge budget of this build ({ledger['runs']} run(s) that sent requests): {ledger['calls_sent']} calls sent, "
-        f"{ledger['answered']} answered, {ledger['failed']} failed, {ledger['lost_in_crash']} lost in a crash "
-        f"(counted as spent); remaining {ledger['calls_remaining']} of {ledger['max_calls']} calls and "
-        f"${ledger['usd_remaining']:.4f} of ${ledger['max_cost_usd']:g}"
-    )
-
-
 def cmd_review_sample(args: argparse.Namespace) -> int:
-    from coord_bench.mappers.judge.relabel import review_sample
+    from coord_bench.review import review_sample
 
     count = review_sample(Path(args.dir), args.n, Path(args.out), seed=args.seed, judged_only=args.judged_only)
     print(f"wrote {count} conversations (stratified by source, config and native outcome) to {args.out}")
@@ -451,7 +417,8 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo private (or make it private)")
     push.add_argument("--revision", metavar="REV", help="branch to push to (created from main if missing)")
     push.add_argument(
-        "--max-shard-size", default="100MB", help="largest shard on the Hub; bigger ones are re-sharded (100MB)"
+        "--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE,
+        help=f"largest shard on the Hub; bigger ones are re-sharded ({DEFAULT_MAX_SHARD_SIZE})",
     )
     _wait_flag(push)
     push.set_defaults(func=cmd_push)

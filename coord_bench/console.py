@@ -1,4 +1,5 @@
-"""What a build prints for a person: the counts per source, the latent quality, and where to look next.
+"""What a build or a label prints for a person: the counts per source, the latent quality, the judge's spend and
+where to look next.
 
 A newcomer's first build should show the product, not only counts: the card, the report, and one row with
 its token log, latent states and labels, read back from the shards that were just written.
@@ -12,7 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from coord_bench.card import CARD_FILE
+from coord_bench.build_folder import CARD_FILE, shard_files
 
 
 def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
@@ -41,7 +42,7 @@ def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
 
 def _example_row(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """A row of the default config's first shard with the most annotation layers, agents and turns."""
-    shards = sorted((out_dir / manifest["default_config"]).glob("*.parquet"))
+    shards = shard_files(out_dir, manifest["default_config"])
     if not shards:
         return None
 
@@ -88,3 +89,42 @@ def where_to_look(out_dir: Path, manifest: dict[str, Any]) -> str:
         )
     lines.append(f'  load it:           datasets.load_dataset("{out_dir}", "{manifest["default_config"]}")')
     return "\n".join(lines)
+
+
+def label_estimate(e: dict[str, Any]) -> str:
+    """What ``label --dry-run`` would send and spend."""
+    prices = ", ".join(f"{m}: {src}" for m, src in e["prices"].items())
+    ledger = e["ledger"]
+    return "\n".join([
+        f"judge dry run: {e['rows_sampled']} of {e['rows_total']} conversations sampled -> "
+        f"{e['requests_planned']} requests ({e['requests_cached']} cached, {e['requests_to_send']} to send)",
+        f"estimated tokens: {e['prompt_tokens']:,} prompt (tiktoken, +25% margin) + at most "
+        f"{e['completion_tokens_max']:,} completion",
+        f"estimated cost: at most ${e['cost_usd_max']:.4f} (prices: {prices})",
+        f"hard caps of this build: max_calls {e['max_calls']}, max_cost_usd {e['max_cost_usd']:g}; "
+        f"remaining: {ledger['calls_remaining']} calls, ${ledger['usd_remaining']:.4f}",
+        "dry run: no request was sent",
+    ])  # fmt: skip
+
+
+def label_summary(folder: str | Path, manifest: dict[str, Any]) -> str:
+    """The rows a label judged, the requests it sent and the build's judge budget after it."""
+    judge = manifest["annotations"]["judge"]
+    requests = judge["requests"]
+    return "\n".join([
+        f"labelled {folder}: rows {judge['rows']}",
+        f"requests sent {requests['sent']} (fresh judgements {requests['judgements_fresh']}, cached "
+        f"{requests['judgements_cached']}, failed {requests['failed']}, over budget {requests['over_budget']}); "
+        f"cost ${judge['cost_usd']['spent']:.4f}; mode {judge['structured_output_mode']}",
+        budget_line(judge["budget"]["ledger"]),
+    ])  # fmt: skip
+
+
+def budget_line(ledger: dict[str, Any]) -> str:
+    """The build's judge budget over all its runs."""
+    return (
+        f"judge budget of this build ({ledger['runs']} run(s) that sent requests): {ledger['calls_sent']} calls sent, "
+        f"{ledger['answered']} answered, {ledger['failed']} failed, {ledger['lost_in_crash']} lost in a crash "
+        f"(counted as spent); remaining {ledger['calls_remaining']} of {ledger['max_calls']} calls and "
+        f"${ledger['usd_remaining']:.4f} of ${ledger['max_cost_usd']:g}"
+    )

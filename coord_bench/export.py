@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from coord_bench.dataset_dir import iter_rows, read_manifest, shard_files
+from coord_bench.build_folder import iter_rows, read_manifest, shard_files
 
 FORMATS = ("seed-json",)
 

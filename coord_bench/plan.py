@@ -6,14 +6,22 @@ runs one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coord_bench.build_folder import DEFAULT_MAX_SHARD_BYTES
 from coord_bench.sources import SourceSpec
 from coord_bench.splits import DEFAULT_RATIOS
 
 DEFAULT_CONFIG = "all"
+
+
+def recipe_hash(recipe: dict[str, Any]) -> str:
+    """sha256 of the resolved recipe: what the manifest and the card name a build's recipe by."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 class BuildError(RuntimeError):
@@ -29,10 +37,14 @@ class BuildPlan:
     configs: dict[str, list[str]] = field(default_factory=dict)  # config name -> source names
     limit: int | None = None  # read at most this many raw records per source
     annotations: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer name -> its parameters
-    max_shard_bytes: int = 100 * 1024 * 1024
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     default_config: str = DEFAULT_CONFIG
     split_ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
     recipe: dict[str, Any] | None = None  # the resolved recipe, recorded in the manifest and the card
+
+    @property
+    def recipe_hash(self) -> str | None:
+        return recipe_hash(self.recipe) if self.recipe is not None else None
 
     def __post_init__(self) -> None:
         for spec in self.sources:

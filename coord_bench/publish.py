@@ -41,20 +41,26 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from coord_bench import __version__
-from coord_bench.build_folder import MANIFEST_FILE, REJECTS_FILE
-from coord_bench.card import CARD_FILE, render_card
-from coord_bench.dataset_dir import read_manifest
+from coord_bench.build_folder import (
+    CARD_FILE,
+    DEFAULT_MAX_SHARD_BYTES,
+    MANIFEST_FILE,
+    REJECTS_FILE,
+    parse_size,
+    read_manifest,
+    shard_files,
+    shard_name,
+    shard_split,
+)
+from coord_bench.card import render_card
 from coord_bench.validate import validation_errors
-from coord_bench.writer import parse_size
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_SHARD_BYTES = 100 * 1024 * 1024
 DEFAULT_JUDGE_KEY_ENV = "OPENROUTER_API_KEY"  # the judge's default api_key_env (coord_bench.mappers.judge)
 ARTIFACT_DIRS = ("artifacts", "reports", "report")
 MAX_FILES_PER_COMMIT = 20_000  # the Hub takes up to 25k LFS files in one commit
 SHOWN_PROBLEMS = 10
-_SHARD_NAME = re.compile(r"(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet")
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -160,16 +166,14 @@ def _collect(
     files: list[_LocalFile] = []
     resharded: list[str] = []
     for config in manifest["configs"]:
-        shards = sorted(p for p in (folder / config).glob("*.parquet") if not p.name.startswith("."))
         by_split: dict[str, list[Path]] = {}
-        for shard in shards:
-            m = _SHARD_NAME.fullmatch(shard.name)
-            by_split.setdefault(m["split"] if m else shard.name, []).append(shard)
+        for shard in shard_files(folder, config):
+            by_split.setdefault(shard_split(shard) or shard.name, []).append(shard)
         for split, paths in sorted(by_split.items()):
             if all(p.stat().st_size <= limit for p in paths):
                 files += [_local_file(f"{config}/{p.name}", p) for p in paths]
                 continue
-            if not all(_SHARD_NAME.fullmatch(p.name) for p in paths):
+            if not all(shard_split(p) for p in paths):
                 raise PushError(f"{folder / config / split} is over the shard limit and not a shard this build wrote")
             out_dir = staging / config
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +275,7 @@ def reshard(shards: list[Path], out_dir: Path, split: str, limit: int) -> list[P
             old.unlink()
         written = []
         for index, pack in enumerate(packs):
-            path = out_dir / f"{split}-{index:05d}-of-{len(packs):05d}.parquet"
+            path = out_dir / shard_name(split, index, len(packs))
             with pq.ParquetWriter(path, schema, compression=codec) as writer:
                 for shard, i, _ in pack:
                     writer.write_table(pq.ParquetFile(shard).read_row_group(i))

@@ -8,17 +8,18 @@ card alone. ``to_plan`` turns a resolved recipe into the ``BuildPlan`` the build
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from coord_bench.plan import BuildPlan
+from coord_bench.build_folder import DEFAULT_MAX_SHARD_SIZE, parse_size
+from coord_bench.plan import BuildPlan, recipe_hash
 from coord_bench.resources import resource_path
 from coord_bench.schema import describe_error, validator
 from coord_bench.sources import ADAPTERS, check_mapping
+from coord_bench.splits import DEFAULT_RATIOS
 
 if TYPE_CHECKING:
     from coord_bench.lock import RecipeLock
@@ -152,10 +153,6 @@ def annotation_params(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def recipe_hash(recipe: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
 def source_location(source: dict[str, Any]) -> dict[str, Any]:
     return source.get("location") or {"embedded": True}
 
@@ -179,7 +176,6 @@ def to_plan(
     The plan records the recipe with every Hub source pinned to the commit it was read at, so the recipe in
     the manifest and the card rebuilds the same rows."""
     from coord_bench.locate import embedded_source, hub_source, local_source
-    from coord_bench.writer import parse_size
 
     recipe = copy.deepcopy(recipe)
     ratios = (recipe.get("splits") or {}).get("ratios")
@@ -220,7 +216,7 @@ def to_plan(
         default_config=default,
         limit=output.get("limit"),
         annotations=annotations,
-        max_shard_bytes=parse_size(output.get("max_shard_size", "100MB")),
+        max_shard_bytes=parse_size(output.get("max_shard_size", DEFAULT_MAX_SHARD_SIZE)),
         recipe=recipe,
         **({"split_ratios": ratios} if ratios else {}),
     )
@@ -263,7 +259,7 @@ def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLo
         "configs: "
         + "; ".join(f"{n}{' (default)' if n == default else ''} = {', '.join(s)}" for n, s in configs.items())
     )
-    ratios = (recipe.get("splits") or {}).get("ratios") or {"train": 0.8, "validation": 0.1, "test": 0.1}
+    ratios = (recipe.get("splits") or {}).get("ratios") or DEFAULT_RATIOS
     lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     annotations = recipe.get("annotations") or {}
     for name, section in annotations.items():
@@ -285,7 +281,8 @@ def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLo
         lines.append("judge spend: none (the judge is not enabled)")
     output = recipe.get("output") or {}
     lines.append(
-        f"output: {output.get('dir', 'out/coord_bench')}, shards up to {output.get('max_shard_size', '100MB')}"
+        f"output: {output.get('dir', 'out/coord_bench')}, "
+        f"shards up to {output.get('max_shard_size', DEFAULT_MAX_SHARD_SIZE)}"
         + (f", at most {output['limit']} records per source" if output.get("limit") else "")
     )
     if recipe.get("publish", {}).get("repo_id"):

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from coord_bench.dataset_dir import read_manifest, shard_files
+from coord_bench.build_folder import read_manifest, shard_files
 from coord_bench.outcomes import outcome_label
 
 REPORT_DIR = "report"

@@ -32,6 +32,12 @@ def schema_version() -> str:
     return load_schema()["x-schema-version"]
 
 
+WINNERS: tuple[str, ...] = tuple(
+    v for v in load_schema()["properties"]["outcome"]["properties"]["winner"]["enum"] if v is not None
+)  # the arena vote, as the schema allows it
+DECISIVE_WINNERS = tuple(w for w in WINNERS if not w.startswith("tie"))  # a vote for one model
+
+
 def _non_null_type(node: dict[str, Any]) -> str:
     """The JSON type of a node with nulls allowed (``["string", "null"]`` -> ``"string"``)."""
     if "enum" in node:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from coord_bench.dataset_dir import iter_rows, read_manifest, shard_files
+from coord_bench.build_folder import iter_rows, read_manifest, shard_files
 from coord_bench.schema import record_errors
 
 

@@ -12,24 +12,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coord_bench.build_folder import shard_name
 from coord_bench.schema import features
 from coord_bench.splits import SPLITS
 
 ROWS_PER_BATCH = 200
-
-
-def parse_size(text: str | int) -> int:
-    """``100MB`` -> bytes (KB, MB and GB are powers of 1024, as in the recipe's ``output.max_shard_size``)."""
-    if isinstance(text, int):
-        return text
-    value = str(text).strip().upper()
-    try:
-        for unit, factor in (("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("B", 1)):
-            if value.endswith(unit):
-                return int(float(value[: -len(unit)]) * factor)
-        return int(float(value))
-    except ValueError:
-        raise ValueError(f"invalid size {text!r}: expected e.g. 100MB, 512KB or a number of bytes") from None
 
 
 class SplitWriter:
@@ -85,7 +72,7 @@ class SplitWriter:
         total = len(self.parts)
         final = []
         for i, part in enumerate(self.parts):
-            target = self.folder / f"{self.split}-{i:05d}-of-{total:05d}.parquet"
+            target = self.folder / shard_name(self.split, i, total)
             part.replace(target)
             final.append(target)
         return final

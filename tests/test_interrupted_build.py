@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from realdata import REAL
 
-from coord_bench.build_folder import MARKER_FILE, staging_path
 from coord_bench.cli import main
+from coord_bench.folder_swap import MARKER_FILE, staging_path
 
 FLAGS = ["--sources", "chatbot_arena", "--source-dir", f"chatbot_arena={REAL / 'chatbot_arena'}",
          "--annotate", "tokens,embeddings,latents"]

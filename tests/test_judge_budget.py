@@ -31,7 +31,7 @@ from realdata import source_dir_args
 
 from coord_bench.cli import main
 from coord_bench.folder_lock import read_holder
-from coord_bench.mappers.judge import relabel
+from coord_bench.folder_swap import MARKER_FILE, staging_path
 from coord_bench.mappers.judge.budget import LEDGER_FILE, Budget, BudgetRaiseRefused
 
 LATENCY = 1.0  # seconds the proxy holds every request: a slow provider
@@ -150,7 +150,7 @@ def test_a_killed_label_reruns_to_the_rows_of_an_uninterrupted_run(
         ready = {
             "before_first_request": lambda: proxy.listed >= 1,  # the price lookup, just before the first request
             "mid_requests": lambda: cached(cache) >= 1 and proxy.received - proxy.answered >= 1,
-            "writing_shards": lambda: (folder / relabel.LABEL_TMP).exists(),
+            "writing_shards": lambda: (staging_path(folder) / "all").exists(),  # made after the judge's pass
         }[kill_point]
         kill_when(process, ready, log)
         sent_before_kill = proxy.received
@@ -167,7 +167,7 @@ def test_a_killed_label_reruns_to_the_rows_of_an_uninterrupted_run(
     finally:
         proxy.stop()
     assert rows_hash(folder) == reference
-    assert not (folder / relabel.LABEL_TMP).exists() and not (folder / ".label_staging").exists()
+    assert not staging_path(folder).exists()
     assert main(["validate", str(folder)]) == 0
     assert rerun_sent == 4 - done_before_kill  # what the cache holds is never asked again
     ledger = ledger_of(folder)
@@ -353,7 +353,7 @@ def test_a_label_interrupted_at_any_step_of_writing_and_swapping_is_finished_by_
         """Stands for SIGKILL at one exact step: nothing after it runs (no cleanup: BaseException)."""
 
     steps = {"n": 0, "kill_at": None}
-    real_replace, real_os_replace = Path.replace, os.replace
+    real_replace, real_rename, real_os_replace = Path.replace, Path.rename, os.replace
 
     def counted(replace):
         def step(*a, **k):
@@ -365,12 +365,13 @@ def test_a_label_interrupted_at_any_step_of_writing_and_swapping_is_finished_by_
         return step
 
     monkeypatch.setattr(Path, "replace", counted(real_replace))
+    monkeypatch.setattr(Path, "rename", counted(real_rename))
     monkeypatch.setattr(os, "replace", counted(real_os_replace))
     try:
         reference = shutil.copytree(build, tmp_path / "reference")
         assert main(args(reference)) == 0
         total_steps, expected = steps["n"], rows_hash(reference)
-        assert total_steps >= 4  # shards, the commit point, each config, the card and the manifest
+        assert total_steps >= 4  # the shards' final names, the swap's two renames, the user's files moved back
         for kill_at in range(total_steps):
             folder = shutil.copytree(build, tmp_path / f"killed_{kill_at}")
             steps.update(n=0, kill_at=kill_at)
@@ -381,13 +382,13 @@ def test_a_label_interrupted_at_any_step_of_writing_and_swapping_is_finished_by_
             assert main(args(folder)) == 0, kill_at
             assert server.received == received  # every answer is cached: the rerun asks nothing
             assert rows_hash(folder) == expected, kill_at
-            assert not (folder / relabel.LABEL_TMP).exists()
+            assert not staging_path(folder).exists()
             assert main(["validate", str(folder)]) == 0
     finally:
         server.stop()
 
 
-def test_a_swap_left_over_from_an_older_build_is_discarded_not_applied(build, tmp_path):
+def test_an_unfinished_label_left_over_from_an_older_run_is_discarded_not_applied(build, tmp_path):
     server = FakeChatServer().start()
     try:
         folder = shutil.copytree(build, tmp_path / "build")
@@ -396,17 +397,16 @@ def test_a_swap_left_over_from_an_older_build_is_discarded_not_applied(build, tm
             "label", str(folder), "--base-url", server.base_url, "--judge-model", "fake-judge", "--max-calls", "6",
             "--no-progress", "--set", f"cache_dir={cache}",
         ]  # fmt: skip
-        stale = folder / relabel.LABEL_TMP / "new" / "all"
+        stale = staging_path(folder) / "all"  # a killed run's half-written output, a manifest and all
         stale.mkdir(parents=True)
         (stale / "train-00000-of-00001.parquet").write_bytes(b"not parquet")
-        (folder / relabel.LABEL_TMP / "new" / "build_manifest.json").write_text("{}")
-        swap = {"configs": ["all"], "replaces_manifest_sha256": "0" * 64}  # a manifest this folder no longer has
-        (folder / relabel.LABEL_TMP / relabel.SWAP_FILE).write_text(json.dumps(swap))
+        (staging_path(folder) / "build_manifest.json").write_text("{}")
+        (staging_path(folder) / MARKER_FILE).write_text("{}")
         assert main(args) == 0
     finally:
         server.stop()
     assert main(["validate", str(folder)]) == 0
-    assert not (folder / relabel.LABEL_TMP).exists()
+    assert not staging_path(folder).exists()
 
 
 def test_a_raise_of_the_cap_on_the_cli_needs_raise_budget(build, tmp_path, capsys):

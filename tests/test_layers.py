@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from coord_bench.build import run_build
+from coord_bench.build import build_dataset
 from coord_bench.mappers.layer import LayerContext
 from coord_bench.mappers.registry import LAYERS, with_needs
 from coord_bench.mappers.rules import RulesMapper
@@ -55,7 +55,7 @@ def test_each_layer_applies_once_per_record_per_pass_that_needs_it(tmp_path, mon
 
     monkeypatch.setattr(AnnotatedView, "batches", counting_batches)
     recipe = load_recipe(default_recipe_path())
-    manifest = run_build(to_plan(recipe, tmp_path / "out"), progress=False)
+    manifest = build_dataset(to_plan(recipe, tmp_path / "out"), progress=False)
 
     records = manifest["totals"]["normalized"]
     assert records > 0 and enabled_annotations(recipe) == ["tokens", "embeddings", "latents", "rules"]

@@ -111,7 +111,7 @@ def build(tmp_path, root, mapping, name="my_logs"):
     mapping = yaml.safe_load(mapping) if isinstance(mapping, str) else mapping
     spec = SourceSpec(name=name, adapter="mapping", root=root, dataset="local", options={"mapping": mapping})
     out = tmp_path / "out"
-    manifest = run_build(BuildPlan(sources=[spec], out_dir=out), progress=False)
+    manifest = run_build(BuildPlan(sources=[spec], out_dir=out))
     return out, manifest
 
 

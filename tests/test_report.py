@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from coord_bench.build_folder import iter_rows, read_manifest, shard_files
 from coord_bench.cli import main
-from coord_bench.dataset_dir import iter_rows, read_manifest, shard_files
 from coord_bench.mappers.latents.quality import probe_report
 from coord_bench.report import FIGURES_FILE, card_figures, probe_estimates, r2_estimates
 

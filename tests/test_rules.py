@@ -12,7 +12,8 @@ from realdata import SOURCES, build_realdata
 
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.layer import LayerContext
-from coord_bench.mappers.rules import DECISIVE, RulesMapper, final_messages, flag_agreement
+from coord_bench.mappers.rules import RulesMapper, final_messages, flag_agreement
+from coord_bench.schema import DECISIVE_WINNERS
 from coord_bench.sources.debate import answers_match
 
 
@@ -77,7 +78,7 @@ def test_arena_success_is_a_decisive_vote_within_the_token_overhead(rows):
     for record in arena:
         winner = record["outcome"]["winner"]
         overhead = record["annotations"]["token_usage"]["coordination_overhead"]
-        expected = False if winner not in DECISIVE else (None if overhead is None else overhead <= 0.5)
+        expected = False if winner not in DECISIVE_WINNERS else (None if overhead is None else overhead <= 0.5)
         assert rules(record)["success"] is expected
     assert {rules(r)["success"] for r in arena} >= {True, False}
 
@@ -123,7 +124,7 @@ def test_thresholds_and_overhead_are_parameters(rows, embedder):
         if similarity is not None:
             expected = "full" if similarity >= 0.99 else "partial" if similarity >= 0.6 else "none"
             assert rules(record)["agreement_level"] == expected
-        assert rules(record)["success"] is (record["outcome"]["winner"] in DECISIVE)
+        assert rules(record)["success"] is (record["outcome"]["winner"] in DECISIVE_WINNERS)
     assert sum(rules(r)["agreement_level"] == "full" for r in arena) < sum(
         b["agreement_level"] == "full" for b in before.values()
     )

@@ -129,9 +129,7 @@ class LatentsMapper(Layer):
     def __init__(self, config: LatentsConfig, context: LayerContext):
         self.config = config
         self.embedder = context.require_embedder(self.name)
-        if context.out_dir is None:
-            raise ValueError("the latents layer needs an output folder (LayerContext.out_dir) for its artifact")
-        self.out_dir = Path(context.out_dir)
+        self.context = context  # its out_dir, where the artifact goes, is the build's staging folder
         self.model = None
         self.states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.report: dict[str, Any] = {}
@@ -143,6 +141,9 @@ class LatentsMapper(Layer):
         return (PCAReducedRank if self.config.method == "pca_rrr" else LinearGaussianSSM)(config)
 
     def prepare(self, corpus) -> None:
+        if self.context.out_dir is None:
+            raise ValueError("the latents layer needs an output folder (LayerContext.out_dir) for its artifact")
+        self.out_dir = Path(self.context.out_dir)
         fit_split = self.config.fit_split
         ids, sequences, splits, groups, tokens, targets = [], [], [], [], [], []
         for batch in corpus.batches():

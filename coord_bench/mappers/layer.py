@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class LayerContext:
     """What the layers of one build share: where artifacts go, the budget folder, and the embedder."""
 
-    out_dir: Path | None = None  # where layers write artifacts: a build's staging folder
+    out_dir: Path | None = None  # where layers write artifacts: set by the engine to its staging folder
     budget_folder: Path | None = None  # the folder the user named: the judge's budget ledger is that folder's
     progress: bool = True
     embedder: Embedder | None = None  # set by the embeddings layer for the layers that need it

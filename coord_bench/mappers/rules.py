@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.schema import DECISIVE_WINNERS
 from coord_bench.sources.debate import answers_match
 
 VERSION = "rules-v1"
-DECISIVE = ("model_a", "model_b")
 
 
 def efficiency(success: bool | None, total_tokens: int | None) -> float | None:
@@ -234,7 +234,7 @@ class RulesMapper(Layer):
         if kind == "pairwise_comparison":
             if outcome["winner"] is None:
                 return None
-            if outcome["winner"] not in DECISIVE:
+            if outcome["winner"] not in DECISIVE_WINNERS:
                 return False
             return None if overhead is None else overhead <= self.config.max_token_overhead
         if kind == "multi_character_scene":
@@ -282,7 +282,7 @@ class RulesMapper(Layer):
                 elif similarity < p.agreement_partial_similarity:
                     events.append((index, "disagreement"))
         outcome = record["outcome"]
-        if outcome["decision_success"] is True or outcome["winner"] in DECISIVE:
+        if outcome["decision_success"] is True or outcome["winner"] in DECISIVE_WINNERS:
             events.append((record["turns"][-1]["index"], "decision"))
         order = {index: i for i, index in enumerate(t["index"] for t in record["turns"])}
         events.sort(key=lambda e: order.get(e[0], 0))  # stable: per turn, in the order found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from coord_bench.schema import WINNERS
 from coord_bench.sources.base import (
     RawRecord,
     Reject,
@@ -21,8 +22,6 @@ from coord_bench.sources.base import (
     require,
 )
 from coord_bench.splits import normalize_text
-
-WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 
 
 class ChatbotArena(SourceAdapter):

@@ -34,8 +34,8 @@ and of ``preferred`` vs the arena winner. With ``both_orders`` a pairwise conver
 swapped too; a verdict that changes with the order becomes a tie, and the consistency rate is reported.
 
 Modules: ``client.py`` (one request), ``prompt.py``, ``cache.py``, ``budget.py``, ``sampling.py``,
-``agreement.py``, ``mapper.py`` (``JudgeMapper``, the concurrent run) and ``relabel.py`` (``coord-bench label``
-and ``review-sample``).
+``agreement.py`` and ``mapper.py`` (``JudgeMapper``, the concurrent run). Labelling a finished build
+(``coord_bench.label``) and the review sample (``coord_bench.review``) are commands above this package.
 """
 
 from coord_bench.mappers.judge.mapper import DEFAULTS, JudgeConfigError, JudgeMapper
