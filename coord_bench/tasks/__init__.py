@@ -1,0 +1,10 @@
+"""The benchmark tasks, one module each, by name (``coord-bench evaluate`` runs them; see ``base.Task``).
+
+A new task is one module with a ``Task`` subclass, added to ``TASKS``.
+"""
+
+from __future__ import annotations
+
+from coord_bench.tasks.base import Task
+
+TASKS: dict[str, type[Task]] = {}
