@@ -69,7 +69,8 @@ def _sizes(examples: list[Example]) -> dict[str, int]:
     return {"train": len(train), "validation": len(validation), "test": len(test)}
 
 
-def _task_entry(task: Task, examples: list[Example]) -> dict[str, Any]:
+def score_task(task: Task, examples: list[Example]) -> dict[str, Any]:
+    """The report entry of one task: unsupported with the reason, or every baseline's result rows on test."""
     entry = {"definition": task.definition, "prediction_fields": task.prediction_fields, "splits": _sizes(examples)}
     reason = task.unsupported(examples)
     if reason:
@@ -97,7 +98,7 @@ def run_benchmark(folder: Path, names: list[str] | None = None, progress: bool =
         "built_at": manifest.get("built_at"),
         "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "resampled": "split groups",
                       "interval": "95% percentile"},  # fmt: skip
-        "tasks": {name: _task_entry(task, examples[name]) for name, task in tasks.items()},
+        "tasks": {name: score_task(task, examples[name]) for name, task in tasks.items()},
     }
     _check(report)
     path = folder / BENCHMARK_REPORT
