@@ -277,6 +277,30 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from coord_bench.console import benchmark_tables
+    from coord_bench.evaluate import BENCHMARK_REPORT, run_benchmark, score_predictions, unknown_tasks
+
+    unknown = unknown_tasks(args.task)
+    if unknown:
+        from coord_bench.tasks import TASKS
+
+        raise UsageError(f"unknown task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
+    if args.predictions:
+        if len(args.task) != 1:
+            raise UsageError("--predictions scores one task: give exactly one --task")
+        result = score_predictions(Path(args.dir), args.task[0], Path(args.predictions), progress=not args.no_progress)
+        entry = {"status": "ok", "reason": None, "splits": result["splits"],
+                 "results": [{"predictor": Path(args.predictions).name, **row} for row in result["results"]]}
+        print(benchmark_tables({"tasks": {result["task"]: entry}}))
+        return 0
+    with _holding(args, Path(args.dir)):
+        report = run_benchmark(Path(args.dir), args.task or None, progress=not args.no_progress)
+    print(benchmark_tables(report))
+    print(f"wrote {Path(args.dir) / BENCHMARK_REPORT}")
+    return 0
+
+
 def cmd_review_sample(args: argparse.Namespace) -> int:
     from coord_bench.review import review_sample
 
@@ -401,6 +425,18 @@ def parser() -> argparse.ArgumentParser:
     _raise_budget_flag(label)
     label.set_defaults(func=cmd_label)
 
+    evaluate = sub.add_parser(
+        "evaluate", help="score the benchmark tasks' baselines (or your predictions) on a build's test split"
+    )
+    evaluate.add_argument("dir")
+    evaluate.add_argument("--task", action="append", default=[], metavar="NAME",
+                          help="a task to run (repeatable; default: every task)")
+    evaluate.add_argument("--predictions", metavar="FILE",
+                          help="score these predictions (JSONL or Parquet: id + the task's fields) for one --task")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _wait_flag(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
     review = sub.add_parser("review-sample", help="export a stratified sample of a build to CSV for manual review")
     review.add_argument("dir")
     review.add_argument("--n", type=int, default=30, help="conversations (default 30)")
@@ -441,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (SourceLocationError, BuildError, PushError, FolderBusy, OSError, ValueError, sqlite3.Error) as err:
-        # ValueError covers UsageError, RecipeError and UnknownSourceError; OSError covers missing files
-        # and NotABuildError
+        # ValueError covers UsageError, RecipeError, UnknownSourceError and PredictionError; OSError covers
+        # missing files and NotABuildError
         print(f"coord-bench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -128,3 +128,29 @@ def budget_line(ledger: dict[str, Any]) -> str:
         f"(counted as spent); remaining {ledger['calls_remaining']} of {ledger['max_calls']} calls and "
         f"${ledger['usd_remaining']:.4f} of ${ledger['max_cost_usd']:g}"
     )
+
+
+def _estimate_text(est: dict[str, Any]) -> str:
+    if est["value"] is None:
+        return f"n/a ({est.get('reason', 'undefined')})"
+    interval = f" [{est['low']:.3f}, {est['high']:.3f}]" if est["low"] is not None else ""
+    return f"{est['value']:.3f}{interval}"
+
+
+def benchmark_tables(report: dict[str, Any]) -> str:
+    """One table per task: each predictor's metrics on test with their 95% intervals, or why the task or a
+    predictor has no numbers."""
+    lines = []
+    for name, task in report["tasks"].items():
+        sizes = task["splits"]
+        lines.append(f"\n{name}: train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}")
+        if task["status"] != "ok":
+            lines.append(f"  not scored: {task['reason']}")
+            continue
+        for row in task["results"]:
+            label = f"  {row['predictor']:<28} {row['subset']:<26}"
+            if row.get("reason"):
+                lines.append(f"{label} no numbers: {row['reason']}")
+                continue
+            lines.append(label + "  ".join(f"{m} {_estimate_text(e)}" for m, e in row["metrics"].items()))
+    return "\n".join(lines).lstrip("\n")

@@ -5,6 +5,9 @@ A new task is one module with a ``Task`` subclass, added to ``TASKS``.
 
 from __future__ import annotations
 
+from coord_bench.tasks.arena_pref import ArenaPreference
 from coord_bench.tasks.base import Task
 
-TASKS: dict[str, type[Task]] = {}
+TASKS: dict[str, type[Task]] = {
+    ArenaPreference.name: ArenaPreference,
+}

@@ -89,7 +89,7 @@ def estimate(
     columns = [np.asarray(c) for c in columns]
     n = len(groups)
     try:
-        value = metric(*columns)
+        value = float(metric(*columns))
     except Undefined as why:
         return {"value": None, "low": None, "high": None, "n": n, "reason": str(why)}
     names, index = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
@@ -99,7 +99,7 @@ def estimate(
     for _ in range(samples):
         rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         try:
-            draws.append(metric(*(c[rows] for c in columns)))
+            draws.append(float(metric(*(c[rows] for c in columns))))
         except Undefined:
             continue
     low, high = (np.percentile(draws, [2.5, 97.5]).tolist() if draws else (None, None))
