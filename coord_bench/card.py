@@ -316,6 +316,7 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
     With ``out_dir`` holding a ``report/`` (``coord-bench report``), its figures fill the Figures section;
     the YAML's sizes and fingerprints come from its shards.
     """
+    from coord_bench.evaluate import card_section as benchmark_section
     from coord_bench.report import card_figures
 
     template = DatasetCard(resource_path("dataset_card.md").read_text(encoding="utf-8"))
@@ -368,6 +369,7 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
         group_keys="\n".join(f"- **{n}**: {adapter_class(a).GROUP_KEY}" for n, a in source_adapters.items()),
         source_limitations="\n".join(f"- {n}: {adapter_class(a).CAVEATS[-1]}." for n, a in source_adapters.items()),
         figures=card_figures(out_dir),
+        benchmark=benchmark_section(out_dir),
     )
     import yaml
 

@@ -278,6 +278,8 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from coord_bench.build_folder import read_manifest
+    from coord_bench.card import write_card
     from coord_bench.console import benchmark_tables
     from coord_bench.evaluate import BENCHMARK_REPORT, run_benchmark, score_predictions, unknown_tasks
 
@@ -296,7 +298,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     with _holding(args, Path(args.dir)):
         report = run_benchmark(Path(args.dir), args.task or None, progress=not args.no_progress)
+        card = write_card(Path(args.dir), read_manifest(Path(args.dir)))  # its Benchmark section follows
     print(benchmark_tables(report))
+    print(f"updated the card's Benchmark section: {card}")
     print(f"wrote {Path(args.dir) / BENCHMARK_REPORT}")
     return 0
 

@@ -181,3 +181,50 @@ def write_predictions(path: Path, predictions: dict[str, dict[str, Any]]) -> Non
     with open(path, "w", encoding="utf-8") as handle:
         for row_id, prediction in sorted(predictions.items()):
             handle.write(json.dumps({"id": row_id, **prediction}) + "\n")
+
+
+def card_section(folder: Path) -> str:
+    """The card's "Benchmark" section, rendered from ``reports/benchmark.json`` (no number typed by hand)."""
+    path = Path(folder) / BENCHMARK_REPORT
+    parts = ["## Benchmark", ""]
+    if not path.is_file():
+        tasks = ", ".join(f"`{name}`" for name in TASKS)
+        return "\n".join(parts + [f"Tasks: {tasks}. This build has no scores yet: `coord-bench evaluate DIR` "
+                                  f"writes `{BENCHMARK_REPORT}` and this section."]) + "\n"  # fmt: skip
+    report = json.loads(path.read_text(encoding="utf-8"))
+    boot = report["bootstrap"]
+    parts += [
+        f"Made by `coord-bench evaluate` (coord_bench {report['coord_bench_version']}) from `{BENCHMARK_REPORT}`. "
+        f"Baselines are fitted on train, any threshold is chosen on validation, and every number is on the test "
+        f"split, with a {boot['interval']} interval from {boot['samples']} bootstrap draws of whole split groups.",
+        "",
+        "Score your own model or judge on a task: `coord-bench evaluate DIR --task NAME --predictions FILE`, where "
+        "FILE is JSONL (or Parquet) with one line per test example: `id` plus the task's prediction fields.",
+    ]
+    for name, task in report["tasks"].items():
+        sizes = task["splits"]
+        parts += ["", f"### {name}", "", task["definition"], "",
+                  f"Examples: train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}. "
+                  "Prediction fields: " + "; ".join(f"`{k}`: {v}" for k, v in task["prediction_fields"].items())
+                  + "."]  # fmt: skip
+        if task["status"] != "ok":
+            parts += ["", f"Not scored on this build: {task['reason']}."]
+            continue
+        metrics = list(dict.fromkeys(m for row in task["results"] for m in row["metrics"]))
+        parts += ["", "| predictor | rows | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+        for row in task["results"]:
+            if row.get("reason"):
+                cells = [f"no numbers: {row['reason']}"] + [""] * (len(metrics) - 1)
+            else:
+                cells = [_cell(row["metrics"].get(m)) for m in metrics]
+            parts.append(f"| {row['predictor']} | {row['subset']} | " + " | ".join(cells) + " |")
+    return "\n".join(parts) + "\n"
+
+
+def _cell(est: dict[str, Any] | None) -> str:
+    if est is None:
+        return ""
+    if est["value"] is None:
+        return f"n/a ({est.get('reason', 'undefined')})"
+    interval = f" [{est['low']:.3f}, {est['high']:.3f}]" if est["low"] is not None else ""
+    return f"{est['value']:.3f}{interval} (n={est['n']})"

@@ -96,3 +96,15 @@ def test_bad_predictions_name_the_line_and_the_field(planted, tmp_path):
     path.write_text(json.dumps({"id": test_ids[0], **good}) + "\n")
     with pytest.raises(PredictionError, match=f"{len(test_ids) - 1} test example\\(s\\) of task arena_pref have no"):
         score_predictions(planted, "arena_pref", path, progress=False)
+
+
+def test_the_card_section_is_rendered_from_the_benchmark_report(planted):
+    from coord_bench.evaluate import card_section, run_benchmark
+
+    report = run_benchmark(planted, ["arena_pref"], progress=False)
+    section = card_section(planted)
+    row = next(r for r in report["tasks"]["arena_pref"]["results"] if r["predictor"] == "longer_wins")
+    est = row["metrics"]["log_loss"]
+    assert f"| longer_wins | all | {est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}] (n={est['n']})" in section
+    assert report["tasks"]["arena_pref"]["definition"] in section
+    assert "coord-bench evaluate DIR --task NAME --predictions FILE" in section
