@@ -130,16 +130,11 @@ def budget_line(ledger: dict[str, Any]) -> str:
     )
 
 
-def _estimate_text(est: dict[str, Any]) -> str:
-    if est["value"] is None:
-        return f"n/a ({est.get('reason', 'undefined')})"
-    interval = f" [{est['low']:.3f}, {est['high']:.3f}]" if est["low"] is not None else ""
-    return f"{est['value']:.3f}{interval}"
-
-
 def benchmark_tables(report: dict[str, Any]) -> str:
     """One table per task: each predictor's metrics on test with their 95% intervals, or why the task or a
     predictor has no numbers."""
+    from coord_bench.tasks.metrics import format_estimate
+
     lines = []
     for name, task in report["tasks"].items():
         sizes = task["splits"]
@@ -152,5 +147,5 @@ def benchmark_tables(report: dict[str, Any]) -> str:
             if row.get("reason"):
                 lines.append(f"{label} no numbers: {row['reason']}")
                 continue
-            lines.append(label + "  ".join(f"{m} {_estimate_text(e)}" for m, e in row["metrics"].items()))
+            lines.append(label + "  ".join(f"{m} {format_estimate(e)}" for m, e in row["metrics"].items()))
     return "\n".join(lines).lstrip("\n")

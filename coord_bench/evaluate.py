@@ -19,7 +19,7 @@ from coord_bench import __version__
 from coord_bench.build_folder import iter_record_batches, read_manifest
 from coord_bench.tasks import TASKS
 from coord_bench.tasks.base import Example, PredictionError, Task, TaskContext, split_examples
-from coord_bench.tasks.metrics import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+from coord_bench.tasks.metrics import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, format_estimate
 
 BENCHMARK_REPORT = "reports/benchmark.json"
 SCHEMA_FILE = "benchmark.schema.json"
@@ -216,15 +216,7 @@ def card_section(folder: Path) -> str:
             if row.get("reason"):
                 cells = [f"no numbers: {row['reason']}"] + [""] * (len(metrics) - 1)
             else:
-                cells = [_cell(row["metrics"].get(m)) for m in metrics]
+                found = row["metrics"]
+                cells = [format_estimate(found[m], with_n=True) if m in found else "" for m in metrics]
             parts.append(f"| {row['predictor']} | {row['subset']} | " + " | ".join(cells) + " |")
     return "\n".join(parts) + "\n"
-
-
-def _cell(est: dict[str, Any] | None) -> str:
-    if est is None:
-        return ""
-    if est["value"] is None:
-        return f"n/a ({est.get('reason', 'undefined')})"
-    interval = f" [{est['low']:.3f}, {est['high']:.3f}]" if est["low"] is not None else ""
-    return f"{est['value']:.3f}{interval} (n={est['n']})"

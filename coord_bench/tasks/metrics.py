@@ -117,6 +117,14 @@ def difference(
     return estimate(lambda g, a, b: metric(g, a) - metric(g, b), groups, gold, first, second)
 
 
+def format_estimate(est: dict[str, Any], with_n: bool = False) -> str:
+    """``0.612 [0.540, 0.690]`` (and ``(n=40)``), or ``n/a (why)`` for an undefined metric."""
+    if est["value"] is None:
+        return f"n/a ({est.get('reason', 'undefined')})"
+    interval = f" [{est['low']:.3f}, {est['high']:.3f}]" if est["low"] is not None else ""
+    return f"{est['value']:.3f}{interval}" + (f" (n={est['n']})" if with_n else "")
+
+
 def excludes(est: dict[str, Any], value: float) -> bool:
     """Whether the interval of ``est`` lies wholly on one side of ``value`` (evidence of a difference)."""
     return est["low"] is not None and (est["low"] > value or est["high"] < value)
