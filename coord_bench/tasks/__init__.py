@@ -6,5 +6,10 @@ A new task is one module with a ``Task`` subclass, added to ``TASKS``.
 from __future__ import annotations
 
 from coord_bench.tasks.base import Task
+from coord_bench.tasks.early_outcome import EarlyOutcome
+from coord_bench.tasks.latent_probe import LatentProbe
 
-TASKS: dict[str, type[Task]] = {}
+TASKS: dict[str, type[Task]] = {
+    EarlyOutcome.name: EarlyOutcome,
+    LatentProbe.name: LatentProbe,
+}
