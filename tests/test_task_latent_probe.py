@@ -34,7 +34,8 @@ def plant(records, folder, cache, planted: bool, seed: int):
     record states: the label plus noise in coordinate 0 when ``planted``, pure noise otherwise."""
     embedder = Embedder(cache_dir=cache, progress=False)
     sequences = [sequence_of(r, embedder) for r in records]
-    model = PCAReducedRank(LDSConfig(k=K, seed=0)).fit([s for s, r in zip(sequences, records) if r["split"] == "train"])
+    train = [s for s, r in zip(sequences, records, strict=True) if r["split"] == "train"]
+    model = PCAReducedRank(LDSConfig(k=K, seed=0)).fit(train)
     model_hash = model.save(folder / ARTIFACT)
     rng = np.random.default_rng(seed)
     for record in records:
@@ -140,7 +141,7 @@ def test_bad_predictions_name_the_line_and_field(planted, tmp_path):
         "a reference alone": ({"ref_answer_correct": 0.2}, "'ref_answer_correct'"),
     }
     for name, (bad, field) in cases.items():
-        path = tmp_path / "bad.jsonl"
+        path = tmp_path / f"{name}.jsonl"
         lines = [{"id": i, "p_answer_correct": 0.5} for i in ids]
         lines[2] = {"id": ids[2], **bad}
         path.write_text("".join(json.dumps(line) + "\n" for line in lines))
