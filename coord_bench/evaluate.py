@@ -25,7 +25,7 @@ BENCHMARK_REPORT = "reports/benchmark.json"
 SCHEMA_FILE = "benchmark.schema.json"
 
 
-def _context(manifest: dict[str, Any], progress: bool) -> TaskContext:
+def _context(folder: Path, manifest: dict[str, Any], progress: bool) -> TaskContext:
     """Tasks embed with the build's embeddings settings (model, cache), so the build's vectors are reused."""
 
     def make():
@@ -36,7 +36,7 @@ def _context(manifest: dict[str, Any], progress: bool) -> TaskContext:
         return Embedder(params.get("model") or BUNDLED_MODEL, batch_size=int(params.get("batch_size") or 64),
                         cache_dir=Path(cache) if cache else None, progress=progress)  # fmt: skip
 
-    return TaskContext(make)
+    return TaskContext(make, folder, frozenset(manifest.get("annotations") or {}))
 
 
 def unknown_tasks(names: list[str]) -> list[str]:
@@ -49,7 +49,7 @@ def collect(folder: Path, names: list[str], progress: bool = True) -> tuple[dict
     if unknown:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
     manifest = read_manifest(folder)
-    context = _context(manifest, progress)
+    context = _context(folder, manifest, progress)
     tasks = {name: TASKS[name](context) for name in names}
     examples: dict[str, list[Example]] = {name: [] for name in names}
     total = manifest.get("totals", {}).get("normalized")
@@ -83,7 +83,10 @@ def score_task(task: Task, examples: list[Example]) -> dict[str, Any]:
         except PredictionError as why:  # a baseline with nothing to go on here (no labelled train rows, ...)
             results.append({"predictor": predictor, "subset": "all", "metrics": {}, "reason": str(why)})
             continue
-        results += [{"predictor": predictor, **row} for row in task.score(test, predictions)]
+        settings = getattr(predictions, "settings", {})
+        for row in task.score(test, predictions):
+            setting = {**settings.get(row["subset"], {}), **(row.get("setting") or {})}
+            results.append({"predictor": predictor, **row, **({"setting": setting} if setting else {})})
     return {"status": "ok", "reason": None, **entry, "results": results}
 
 

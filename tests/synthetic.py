@@ -90,8 +90,9 @@ def _identify(record: dict[str, Any], source: str, index: int, split: str, group
     return record
 
 
-def write_build(folder: Path, records: list[dict[str, Any]]) -> Path:
-    """A finished build folder of ``records``: one config per source and ``all``, and a manifest."""
+def write_build(folder: Path, records: list[dict[str, Any]], annotations: dict[str, Any] | None = None) -> Path:
+    """A finished build folder of ``records``: one config per source and ``all``, and a manifest whose
+    ``annotations`` (layer name -> {"params": ...}) say which layers the build ran (none by default)."""
     sources = sorted({r["source"] for r in records})
     configs = {"all": sources, **{s: [s] for s in sources}}
     writers = ConfigWriters(folder, configs, 1 << 30)
@@ -103,7 +104,7 @@ def write_build(folder: Path, records: list[dict[str, Any]]) -> Path:
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "default_config": "all",
         "recipe_hash": None,
-        "annotations": {},
+        "annotations": annotations or {},
         "totals": {"read": normalized, "normalized": normalized, "rejected": 0, "filtered": 0},
         "sources": {s: {"read": sum(counts[s].values()), "normalized": sum(counts[s].values()), "rejected": 0,
                         "filtered": 0, "splits": counts[s]} for s in sources},

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from coord_bench.tasks.arena_pref import ArenaPreference
 from coord_bench.tasks.base import Task
+from coord_bench.tasks.early_outcome import EarlyOutcome
+from coord_bench.tasks.latent_probe import LatentProbe
 
 TASKS: dict[str, type[Task]] = {
     ArenaPreference.name: ArenaPreference,
+    EarlyOutcome.name: EarlyOutcome,
+    LatentProbe.name: LatentProbe,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -35,16 +36,28 @@ class Example:
 
 class TaskContext:
     """What tasks share: the embedder of the build's embeddings layer (same model and cache, so the texts the
-    build embedded are not encoded again), made on first use."""
+    build embedded are not encoded again), made on first use; the build folder (its artifacts, e.g. the latent
+    model) and the annotation layers the build ran (a task embeds only texts the build has embedded)."""
 
-    def __init__(self, make_embedder: Callable[[], Embedder]):
+    def __init__(self, make_embedder: Callable[[], Embedder], folder: Path | None = None,
+                 layers: frozenset[str] = frozenset()):  # fmt: skip
         self._make_embedder, self._embedder = make_embedder, None
+        self.folder, self.layers = folder, layers
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = self._make_embedder()
         return self._embedder
+
+
+class Predictions(dict):
+    """A baseline's {test id: prediction}, plus what it chose on validation for each result subset (``settings``:
+    subset -> {setting: value}); the evaluation adds them to that subset's result row."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.settings: dict[str, dict[str, Any]] = {}
 
 
 Predictor = Callable[[list[Example], list[Example], list[Example]], dict[str, dict[str, Any]]]
