@@ -133,7 +133,7 @@ def _latent_quality(report: dict[str, Any]) -> str:
 _LAYER_DOCS = {
     "tokens": "coord_bench.mappers.tokens",
     "embeddings": "coord_bench.mappers.embeddings",
-    "latents": "coord_bench.mappers.latent_states",
+    "latents": "coord_bench.mappers.latents.layer",
     "rules": "coord_bench.mappers.rules",
     "judge": "coord_bench.mappers.judge",
 }

@@ -34,7 +34,7 @@ def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
         reused, encoded = embeddings["texts_from_cache"], embeddings["texts_encoded"]
         lines.append(f"embeddings: reused {reused} cached, encoded {encoded}")
     if "latents" in manifest["annotations"]:
-        from coord_bench.mappers.latent_states import REPORT, quality_table
+        from coord_bench.mappers.latents.layer import REPORT, quality_table
 
         lines.append(quality_table(json.loads((out_dir / REPORT).read_text(encoding="utf-8"))))
     return "\n".join(lines)

@@ -179,7 +179,7 @@ def collect(rows: Iterable[dict[str, Any]], source_names: Iterable[str] = ()) ->
 
 
 # ----------------------------------------------------------------------------------------- latent quality
-# reports/latent_quality.json is written by this package (coord_bench.mappers.latent_states._quality, from
+# reports/latent_quality.json is written by this package (coord_bench.mappers.latents.layer._quality, from
 # coord_bench.mappers.latents.quality), and read here as that layout:
 #   "next_turn_r2": {"model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr": R², "method",
 #                    "model_hash", "n_predicted_turns"}, or {"skipped": reason};

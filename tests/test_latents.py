@@ -15,7 +15,6 @@ from coord_bench.mappers.latents import (
     kalman,
     load_model,
     next_turn_report,
-    pca_only_predict,
     principal_angles,
     probe_report,
     stability_report,
@@ -294,7 +293,7 @@ def test_pca_reduced_rank_baseline(planted_split, tmp_path):
     assert smoothed.shape == (len(y), 4) and np.array_equal(smoothed, filtered)
     assert base.predict_next_observation(u, y).shape == (len(y) - 1, 40)
     reconstruction = smoothed @ base.components + base.mean
-    np.testing.assert_allclose(pca_only_predict(base, u, y), reconstruction[:-1], atol=1e-10)
+    np.testing.assert_allclose(base.predict_next_observation(u, y, dynamics=False), reconstruction[:-1], atol=1e-10)
 
     again = PCAReducedRank(LDSConfig(k=4, r=2)).fit(train)
     assert all(np.array_equal(getattr(base, n), getattr(again, n)) for n in PCAReducedRank.PARAMS)

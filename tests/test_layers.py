@@ -72,3 +72,19 @@ def test_each_layer_applies_once_per_record_per_pass_that_needs_it(tmp_path, mon
     assert applied["tokens"] == 2 * records and applied["latents"] == applied["rules"] == records
     rules = manifest["annotations"]["rules"]
     assert sum(rules["success"].values()) == sum(rules["agreement_level"].values()) == records
+
+
+def test_latent_methods_have_one_name_in_recipes_code_and_rows_and_the_old_names_still_work():
+    from coord_bench.mappers.latents import LinearGaussianSSM, PCAReducedRank
+    from coord_bench.mappers.latents.layer import LatentsConfig
+    from coord_bench.recipe import validate_recipe
+
+    assert LatentsConfig().method == LinearGaussianSSM.method == "lds-em"
+    assert LatentsConfig(method="pca-rrr").method == PCAReducedRank.method
+    assert LatentsConfig(method="lds").method == "lds-em" and LatentsConfig(method="pca_rrr").method == "pca-rrr"
+    with pytest.raises(ValueError, match="annotations.latents.method: expected one of lds-em, pca-rrr"):
+        LatentsConfig(method="kalman")
+    recipe = load_recipe(default_recipe_path())
+    for name in ("lds-em", "pca-rrr", "lds", "pca_rrr"):
+        recipe["annotations"]["latents"]["method"] = name
+        validate_recipe(recipe)

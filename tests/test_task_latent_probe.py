@@ -10,8 +10,8 @@ from synthetic import debate, write_build
 
 from coord_bench.evaluate import collect, run_benchmark, score_predictions, write_predictions
 from coord_bench.mappers.embeddings import Embedder
-from coord_bench.mappers.latent_states import ARTIFACT, sequence_of
 from coord_bench.mappers.latents import LDSConfig, PCAReducedRank
+from coord_bench.mappers.latents.layer import ARTIFACT, sequence_of
 from coord_bench.tasks.base import PredictionError, split_examples
 from coord_bench.tasks.latent_probe import _labels
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from coord_bench.mappers.embeddings import EmbeddingsMapper
 from coord_bench.mappers.judge import JudgeMapper
-from coord_bench.mappers.latent_states import LatentsMapper
+from coord_bench.mappers.latents.layer import LatentsMapper
 from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.mappers.rules import RulesMapper
 from coord_bench.mappers.tokens import TokensMapper

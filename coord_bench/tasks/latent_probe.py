@@ -93,7 +93,7 @@ class LatentProbe(Task):
         gold = {name: label(record["outcome"]) for name, label in OUTCOMES.items()}
         if all(v is None for v in gold.values()):
             return None
-        from coord_bench.mappers.latent_states import token_features
+        from coord_bench.mappers.latents.layer import token_features
 
         usage = record["annotations"]["token_usage"]
         features = {
@@ -105,7 +105,7 @@ class LatentProbe(Task):
         }
         latents = record["annotations"]["latents"]
         if latents:  # a build without latents embeds nothing here: the task is unsupported anyway
-            from coord_bench.mappers.latent_states import sequence_of
+            from coord_bench.mappers.latents.layer import sequence_of
 
             u, y = sequence_of(record, self.context.embedder)
             features["latents"] = np.mean(latents["smoothed"], axis=0).tolist()
@@ -132,8 +132,8 @@ class LatentProbe(Task):
     def _latent_model(self, model_hash: str):
         if self._model is not None or self._model_reason:
             return self._model if self._model is not None and self._model.model_hash == model_hash else None
-        from coord_bench.mappers.latent_states import ARTIFACT
         from coord_bench.mappers.latents import load_model
+        from coord_bench.mappers.latents.layer import ARTIFACT
 
         path = self.context.folder / ARTIFACT if self.context.folder else None
         if path is None or not path.with_suffix(".json").exists():

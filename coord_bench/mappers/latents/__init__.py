@@ -1,7 +1,8 @@
 """Latent coordination states: one model fitted on the train split, applied to every conversation.
 
-`LinearGaussianSSM` ("lds-em", the default) and its baseline and initialisation `PCAReducedRank` ("pca-rrr")
-share one API: fit / transform / transform_many / predict_next_observation / save / load / model_hash.
+`LinearGaussianSSM` ("lds-em", the default) and its baseline and initialisation `PCAReducedRank` ("pca-rrr"),
+the names recipes and rows use, share one API: fit / transform / transform_many / predict_next_observation /
+save / load / model_hash.
 `quality` holds the honest checks (next-turn R^2 against baselines, grouped-CV probes, refit stability).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coord_bench.mappers.latents.baseline import PCAReducedRank, pca_only_predict
+from coord_bench.mappers.latents.baseline import PCAReducedRank
 from coord_bench.mappers.latents.config import LDSConfig
 from coord_bench.mappers.latents.lds import LinearGaussianSSM
 from coord_bench.mappers.latents.quality import (
@@ -38,7 +39,6 @@ __all__ = [
     "load_model",
     "next_turn_r2",
     "next_turn_report",
-    "pca_only_predict",
     "principal_angles",
     "probe_report",
     "stability_report",

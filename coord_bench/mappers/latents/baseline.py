@@ -121,8 +121,3 @@ class PCAReducedRank(ArtifactModel):
         self.config = LDSConfig(**meta["config"])
         self.dims = meta["dims"]
         self.log_likelihoods = meta["log_likelihoods"]
-
-
-def pca_only_predict(model: PCAReducedRank, U: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """The "PCA without dynamics" baseline: y_{t+1} predicted by the PCA reconstruction of y_t."""
-    return model.predict_next_observation(U, Y, dynamics=False)

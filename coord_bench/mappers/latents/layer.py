@@ -94,13 +94,14 @@ def outcome_targets(record: dict[str, Any]) -> dict[str, Any]:
     return targets
 
 
-METHODS = ("lds", "pca_rrr")  # the recipe's names: the EM-fitted LDS, and its PCA + reduced-rank baseline
+METHODS = ("lds-em", "pca-rrr")  # the EM-fitted LDS and its PCA + reduced-rank baseline, as rows name them
+ALIASES = {"lds": "lds-em", "pca_rrr": "pca-rrr"}  # the names recipes used before; still accepted
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class LatentsConfig:
-    method: str = "lds"
+    method: str = "lds-em"
     k: int = 8  # latent dimension
     r: int | None = None  # rank bound on the transition matrix (None: full rank)
     seed: int = 0
@@ -109,6 +110,7 @@ class LatentsConfig:
     model_path: str | None = None  # apply this fitted artifact (path without .npz/.json) instead of fitting
 
     def __post_init__(self) -> None:
+        self.method = ALIASES.get(self.method, self.method)
         if self.method not in METHODS:
             raise ValueError(f"annotations.latents.method: expected one of {', '.join(METHODS)}, got {self.method!r}")
         if self.fit_split not in SPLITS:
@@ -138,7 +140,7 @@ class LatentsMapper(Layer):
         from coord_bench.mappers.latents import LDSConfig, LinearGaussianSSM, PCAReducedRank
 
         config = LDSConfig(k=self.config.k, r=self.config.r, seed=seed, max_iter=self.config.max_iter)
-        return (PCAReducedRank if self.config.method == "pca_rrr" else LinearGaussianSSM)(config)
+        return (PCAReducedRank if self.config.method == PCAReducedRank.method else LinearGaussianSSM)(config)
 
     def prepare(self, corpus) -> None:
         if self.context.out_dir is None:
