@@ -9,9 +9,11 @@ from coord_bench.tasks.arena_pref import ArenaPreference
 from coord_bench.tasks.base import Task
 from coord_bench.tasks.early_outcome import EarlyOutcome
 from coord_bench.tasks.latent_probe import LatentProbe
+from coord_bench.tasks.stop_policy import StopPolicy
 
 TASKS: dict[str, type[Task]] = {
     ArenaPreference.name: ArenaPreference,
     EarlyOutcome.name: EarlyOutcome,
     LatentProbe.name: LatentProbe,
+    StopPolicy.name: StopPolicy,
 }
