@@ -762,6 +762,85 @@ def _latent_probes(plt, out: Path, probes: dict[str, Any], relative: str, about:
     )
 
 
+def _benchmark(plt, out: Path, folder: Path, report: Report) -> None:
+    """The benchmark's two curves, from reports/benchmark.json: early_outcome's AUROC against the fraction of
+    turns seen, and stop_policy's accuracy against the tokens spent."""
+    from coord_bench.evaluate import BENCHMARK_REPORT
+
+    path = folder / BENCHMARK_REPORT
+    if not path.is_file():
+        report.not_drawn.append(f"Benchmark curves: {BENCHMARK_REPORT} is absent (run coord-bench evaluate first).")
+        return
+    tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"]
+    _early_outcome_curves(plt, out, tasks.get("early_outcome"), report)
+    _stop_policy_curve(plt, out, tasks.get("stop_policy"), report)
+
+
+def _scored(task: dict[str, Any] | None, name: str, report: Report) -> bool:
+    if task is None or task["status"] != "ok":
+        why = "not run" if task is None else task["reason"]
+        report.not_drawn.append(f"Benchmark {name}: not scored on this build ({why}).")
+        return False
+    return True
+
+
+def _early_outcome_curves(plt, out: Path, task: dict[str, Any] | None, report: Report) -> None:
+    if not _scored(task, "early_outcome", report):
+        return
+    curves: dict[str, dict[str, list]] = {}  # target -> predictor -> [(f, estimate)]
+    for row in task["results"]:
+        setting = row.get("setting") or {}
+        auroc = row["metrics"].get("auroc")
+        if isinstance(setting.get("f"), float) and auroc and auroc["value"] is not None:
+            curves.setdefault(setting["target"], {}).setdefault(row["predictor"], []).append((setting["f"], auroc))
+    if not curves:
+        report.not_drawn.append("Benchmark early_outcome: no AUROC is defined on this build's test rows.")
+        return
+    fig, axes = _grid(plt, len(curves), width=5.0, height=3.8, columns=2)
+    for ax, (target, by_predictor) in zip(axes, sorted(curves.items()), strict=True):
+        for predictor, points in sorted(by_predictor.items()):
+            f = [p[0] for p in points]
+            ax.plot(f, [p[1]["value"] for p in points], marker="o", label=predictor)
+            low = [p[1]["low"] if p[1]["low"] is not None else p[1]["value"] for p in points]
+            high = [p[1]["high"] if p[1]["high"] is not None else p[1]["value"] for p in points]
+            ax.fill_between(f, low, high, alpha=0.12)
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("fraction of turns seen (f)")
+        ax.set_ylabel("test AUROC")
+        ax.set_title(target)
+        ax.legend(fontsize=6, loc="lower right")
+    report.figures.append(Figure(
+        _save(plt, fig, out, "benchmark_early_outcome.png"), "Benchmark early_outcome: AUROC vs turns seen",
+        f"Test AUROC of each early_outcome baseline from the first f of a debate's turns; bands are 95% "
+        f"group-bootstrap intervals, the dashed line is chance. Test examples: {task['splits']['test']}.",
+    ))  # fmt: skip
+
+
+def _stop_policy_curve(plt, out: Path, task: dict[str, Any] | None, report: Report) -> None:
+    if not _scored(task, "stop_policy", report):
+        return
+    points = [(r["predictor"], r["metrics"]["tokens_spent"], r["metrics"]["accuracy"]) for r in task["results"]
+              if r["metrics"].get("accuracy") and r["metrics"]["accuracy"]["value"] is not None]  # fmt: skip
+    if not points:
+        report.not_drawn.append("Benchmark stop_policy: no policy has an accuracy on this build's test rows.")
+        return
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for predictor, tokens, acc in points:
+        ax.errorbar(tokens["value"], acc["value"], fmt="o", capsize=3,
+                    yerr=[[acc["value"] - (acc["low"] if acc["low"] is not None else acc["value"])],
+                          [(acc["high"] if acc["high"] is not None else acc["value"]) - acc["value"]]])  # fmt: skip
+        ax.annotate(predictor, (tokens["value"], acc["value"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("mean tokens spent up to the stopping turn")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Stopping a debate early: accuracy vs tokens")
+    report.figures.append(Figure(
+        _save(plt, fig, out, "benchmark_stop_policy.png"), "Benchmark stop_policy: accuracy vs tokens",
+        f"Each stop_policy baseline's test accuracy (95% group-bootstrap interval) against the mean tokens it "
+        f"spends; the oracle is the ceiling. Test examples: {task['splits']['test']}.",
+    ))  # fmt: skip
+
+
 # -------------------------------------------------------------------------------------------------- html
 
 CSS = """
@@ -904,6 +983,7 @@ def write_report(folder: Path) -> tuple[Path, Report]:
     _coordination(plt, out, stats, report)
     _trajectories(plt, out, stats, report)
     _latent_quality(plt, out, folder, manifest, report)
+    _benchmark(plt, out, folder, report)
     index = out / INDEX_FILE
     index.write_text(render_html(folder, manifest, report), encoding="utf-8")
     (out / FIGURES_FILE).write_text(

@@ -104,3 +104,17 @@ def test_the_embedding_policy_chooses_its_threshold_on_train_when_the_build_has_
     assert 0 <= stable["metrics"]["accuracy"]["value"] <= 1
     chosen = rows["best_within_1_point"]["setting"]["policy"]  # the embedding policies are candidates now
     assert chosen == "first_unanimous" or chosen.startswith("embedding_stable@"), chosen
+
+
+def test_the_report_draws_the_accuracy_vs_tokens_and_auroc_vs_turns_curves(settled):
+    from coord_bench.evaluate import run_benchmark
+    from coord_bench.report import write_report
+
+    run_benchmark(settled, ["stop_policy", "early_outcome"], progress=False)
+    _, report = write_report(settled)
+    titles = {f.title: f for f in report.figures}
+    stop = titles["Benchmark stop_policy: accuracy vs tokens"]
+    assert (settled / "report" / stop.file).stat().st_size > 0
+    early = [line for line in report.not_drawn if line.startswith("Benchmark early_outcome")]
+    drawn = "Benchmark early_outcome: AUROC vs turns seen" in titles
+    assert drawn or early  # answer_correct is constant here: drawn or said why, never silent
