@@ -148,6 +148,8 @@ def _annotations_section(manifest: dict[str, Any]) -> str:
     for name, info in layers.items():
         settings = _without_local_paths({k: v for k, v in info.items() if k not in ("quality", "agreement")})
         text = f"### {name}\n\n{_doc(_LAYER_DOCS[name])}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
+        if name == "embeddings" and info.get("precision"):
+            text += f"\n\nVectors of this build: {info['backend']}, {info['reason']}."
         if name == "latents" and info.get("quality"):
             text += "\n\n" + _latent_quality(info["quality"])
         if name == "judge" and (info.get("budget") or {}).get("ledger"):

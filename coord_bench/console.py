@@ -32,7 +32,8 @@ def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
     embeddings = manifest["annotations"].get("embeddings")
     if embeddings:
         reused, encoded = embeddings["texts_from_cache"], embeddings["texts_encoded"]
-        lines.append(f"embeddings: reused {reused} cached, encoded {encoded}")
+        used = f" ({embeddings['backend']} {embeddings['precision']})" if embeddings.get("precision") else ""
+        lines.append(f"embeddings: reused {reused} cached, encoded {encoded}{used}")
     if "latents" in manifest["annotations"]:
         from coord_bench.mappers.latents.layer import REPORT, quality_table
 

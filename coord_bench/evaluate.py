@@ -26,15 +26,18 @@ SCHEMA_FILE = "benchmark.schema.json"
 
 
 def _context(folder: Path, manifest: dict[str, Any], progress: bool) -> TaskContext:
-    """Tasks embed with the build's embeddings settings (model, cache), so the build's vectors are reused."""
+    """Tasks embed with the build's embeddings settings (model, cache) and the backend and precision it used
+    (torch fp32 before builds recorded them), so the build's vectors are reused."""
 
     def make():
         from coord_bench.mappers.embeddings import BUNDLED_MODEL, Embedder
 
-        params = ((manifest.get("annotations") or {}).get("embeddings") or {}).get("params") or {}
+        used = (manifest.get("annotations") or {}).get("embeddings") or {}
+        params = used.get("params") or {}
         cache = params.get("cache_dir")
         return Embedder(params.get("model") or BUNDLED_MODEL, batch_size=int(params.get("batch_size") or 64),
-                        cache_dir=Path(cache) if cache else None, progress=progress)  # fmt: skip
+                        cache_dir=Path(cache) if cache else None, progress=progress,
+                        backend=used.get("backend") or "torch", precision=used.get("precision") or "fp32")  # fmt: skip
 
     return TaskContext(make, folder, frozenset(manifest.get("annotations") or {}))
 

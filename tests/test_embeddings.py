@@ -12,7 +12,8 @@ from coord_bench.mappers.embeddings import Embedder, EmbeddingCache
 
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory):
-    return Embedder(cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    # torch fp32: the model as published, whose similarity table the first test checks
+    return Embedder(cache_dir=tmp_path_factory.mktemp("cache"), progress=False, backend="torch", precision="fp32")
 
 
 def test_bundled_model_is_the_genuine_minilm(embedder):

@@ -1,10 +1,15 @@
 """Sentence embeddings of message texts, each distinct text encoded once and cached by content.
 
-The cache is a SQLite file keyed by sha256(model id, text), committed every batch: a rebuild, or a build
-resumed after a crash, re-encodes nothing it already has. Texts longer than the model's ``max_seq_length``
-word pieces (256 for MiniLM) are split into consecutive windows of ``max_seq_length - 2`` word pieces (room
-for the two special tokens); the window embeddings are averaged, weighted by their word-piece counts, and
-re-normalized to unit length (MiniLM's own output is unit length).
+The backend (torch) and the precision (fp32, or bfloat16 where the machine
+computes it natively and a probe set stays within cosine 0.9999 of fp32) are decided on the machine at
+start-up (``embedding_backends``); the manifest records which were used and why. The cache is a SQLite file
+per model keyed by sha256(variant, text), committed every batch: a rebuild, or a build resumed after a
+crash, re-encodes nothing it already has. The variant is the model id for torch fp32 (the key of caches
+written before backends existed) and model id, backend and precision otherwise, so vectors of different
+precision never mix. Texts longer than the model's ``max_seq_length`` word pieces (256 for MiniLM) are
+split into consecutive windows of ``max_seq_length - 2`` word pieces (room for the two special tokens); the
+window embeddings are averaged, weighted by their word-piece counts, and re-normalized to unit length
+(MiniLM's own output is unit length).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from coord_bench.mappers import embedding_backends as backends
+from coord_bench.mappers.embedding_backends import Choice
 from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.resources import default_cache_dir
 
@@ -81,24 +88,77 @@ class Embedder:
         batch_size: int = 64,
         cache_dir: Path | None = None,
         progress: bool = True,
+        backend: str = "auto",
+        precision: str = "auto",
     ):
+        for name, value in (("backend", backend), ("precision", precision)):
+            allowed = backends.BACKENDS if name == "backend" else backends.PRECISIONS
+            if value not in allowed:
+                raise ValueError(f"annotations.embeddings.{name}: expected one of {', '.join(allowed)}, got {value!r}")
         self.model_name, self.requested_device, self.batch_size, self.progress = model, device, batch_size, progress
+        self.requested = {"backend": backend, "precision": precision}
         self.device: str | None = None  # resolved when the model loads: a warm cache never imports torch
         self.model_id = _model_id(model)
         cache_name = hashlib.sha256(self.model_id.encode()).hexdigest()[:16]
-        self.cache_path = (cache_dir or default_cache_dir()) / "embeddings" / f"{cache_name}.sqlite"
+        self.cache_root = (cache_dir or default_cache_dir()) / "embeddings"
+        self.cache_path = self.cache_root / f"{cache_name}.sqlite"
         self.cache = EmbeddingCache(self.cache_path)
+        self._choices = backends.ChoiceStore(self.cache_root)
+        self.choice: Choice | None = None  # decided at the first key or encoding (see ``resolve``)
         self._model = None
         self.distinct: set[str] = set()  # keys of the distinct texts asked for
         self.encoded = 0  # texts this instance actually encoded (cache misses)
 
+    def resolve(self) -> Choice:
+        """The backend and precision of this machine and these settings: decided once, then read back."""
+        if self.choice is None:
+            settings = {"model": self.model_id, "device": self.requested_device, **self.requested}
+            self.choice = self._choices.get(settings)
+            if self.choice is None:
+                self.choice = self._decide()
+                self._choices.put(settings, self.choice)
+            backends.say(self.choice)
+        return self.choice
+
+    def _decide(self) -> Choice:
+        device = pick_device(self.requested_device)
+        precision, native = self.requested["precision"], backends.native_bf16(device)
+        if precision != "auto":
+            verdict = Choice("", precision, f"{precision}: set in the recipe")
+            if precision == "bf16" and not native:
+                verdict = Choice("", "bf16", f"bf16 set in the recipe, but {device} has no native bf16: slow", True)
+        elif not native:
+            verdict = Choice("", "fp32", f"fp32: no native bf16 on {device}")
+        else:
+            texts, probe_model, stored = backends.probe()
+            fp32 = stored if probe_model == self.model_id else self._encode_at("fp32", texts)
+            verdict = backends.probe_verdict(self._encode_at("bf16", texts), fp32, native)
+            if verdict.precision != "bf16":
+                self._model = None  # reload at fp32
+        return Choice("torch", verdict.precision, verdict.reason, verdict.fallback)
+
+    def _encode_at(self, precision: str, texts: list[str]) -> np.ndarray:
+        self._load(precision)
+        return self.encode(texts)
+
+    def _load(self, precision: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.device = pick_device(self.requested_device)
+        model = SentenceTransformer(_model_path(self.model_name), device=self.device)
+        if precision == "bf16":
+            import torch
+
+            model.to(torch.bfloat16)
+        self._model = model
+
     @property
     def model(self):
+        """The sentence-transformers model, at the chosen precision."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            self.device = pick_device(self.requested_device)
-            self._model = SentenceTransformer(_model_path(self.model_name), device=self.device)
+            choice = self.resolve()  # deciding may load the model
+            if self._model is None:
+                self._load(choice.precision)
         return self._model
 
     @property
@@ -106,8 +166,16 @@ class Embedder:
         dimension = getattr(self.model, "get_embedding_dimension", None)  # sentence-transformers >= 6
         return int((dimension or self.model.get_sentence_embedding_dimension)())
 
+    @property
+    def variant(self) -> str:
+        """What the cache keys on besides the text (see the module docstring)."""
+        choice = self.resolve()
+        if (choice.backend, choice.precision) == ("torch", "fp32"):
+            return self.model_id
+        return f"{self.model_id}|{choice.backend}|{choice.precision}"
+
     def key(self, text: str) -> str:
-        return text_key(self.model_id, text)
+        return text_key(self.variant, text)
 
     def ensure(self, texts: Iterable[str]) -> int:
         """Encode every distinct text not yet in the cache; return how many were encoded.
@@ -117,7 +185,8 @@ class Embedder:
         mid-way keeps all but the batch in flight, and its rerun encodes each missing text in the same batch
         as an uninterrupted build would: the model's float results depend on the batch, so its vectors (and
         the latent model fitted on them) come out bit-identical."""
-        by_key = {self.key(t): t for t in texts}
+        variant = self.variant
+        by_key = {text_key(variant, t): t for t in texts}
         self.distinct.update(by_key)
         missing = self.cache.missing(list(by_key))
         if not missing:
@@ -143,23 +212,7 @@ class Embedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Raw model encoding with long texts chunked and pooled (see the module docstring)."""
-        tokenizer = self.model.tokenizer
-        window = self.model.max_seq_length - 2  # room for [CLS] and [SEP]
-        pieces, owners, weights = [], [], []
-        # verbose=False: long texts are chunked below on purpose, so transformers' "longer than the maximum
-        # sequence length" warning would be wrong here (and only here)
-        all_ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
-        for i, (text, ids) in enumerate(zip(texts, all_ids, strict=True)):
-            if len(ids) <= window:
-                pieces.append(text)
-                owners.append(i)
-                weights.append(max(len(ids), 1))
-                continue
-            for start in range(0, len(ids), window):
-                part = ids[start : start + window]
-                pieces.append(tokenizer.decode(part))
-                owners.append(i)
-                weights.append(len(part))
+        pieces, owners, weights = windows(self.model.tokenizer, texts, self.model.max_seq_length - 2)
         encoded = self.model.encode(
             pieces,
             batch_size=self.batch_size,
@@ -167,10 +220,32 @@ class Embedder:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
+        encoded = np.asarray(encoded, dtype=np.float32)  # bf16 weights: sentence-transformers gives float32
         out = np.zeros((len(texts), encoded.shape[1]), dtype=np.float64)
         np.add.at(out, owners, encoded * np.asarray(weights, dtype=np.float64)[:, None])
         out /= np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
         return out.astype(np.float32)
+
+
+def windows(tokenizer, texts: list[str], window: int) -> tuple[list[str], list[int], list[int]]:
+    """The pieces the model encodes: each text whole when it fits ``window`` word pieces, else its consecutive
+    windows; with the index of the text each piece belongs to and its word-piece count (the pooling weight)."""
+    pieces, owners, weights = [], [], []
+    # verbose=False: long texts are chunked here on purpose, so transformers' "longer than the maximum
+    # sequence length" warning would be wrong here (and only here)
+    all_ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+    for i, (text, ids) in enumerate(zip(texts, all_ids, strict=True)):
+        if len(ids) <= window:
+            pieces.append(text)
+            owners.append(i)
+            weights.append(max(len(ids), 1))
+            continue
+        for start in range(0, len(ids), window):
+            part = ids[start : start + window]
+            pieces.append(tokenizer.decode(part))
+            owners.append(i)
+            weights.append(len(part))
+    return pieces, owners, weights
 
 
 def _model_path(model: str) -> str:
@@ -204,6 +279,8 @@ class EmbeddingsConfig:
     model: str = BUNDLED_MODEL  # a sentence-transformers model (the bundled MiniLM loads offline)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     batch_size: int = 64
+    backend: str = "auto"  # auto or torch (auto is torch for now)
+    precision: str = "auto"  # auto (bf16 where native and within tolerance, else fp32), fp32 or bf16
 
 
 class EmbeddingsMapper(Layer):
@@ -217,7 +294,12 @@ class EmbeddingsMapper(Layer):
     def __init__(self, config: EmbeddingsConfig, context: LayerContext):
         self.config = config
         self.embedder = Embedder(
-            model=config.model, device=config.device, batch_size=config.batch_size, progress=context.progress
+            model=config.model,
+            device=config.device,
+            batch_size=config.batch_size,
+            progress=context.progress,
+            backend=config.backend,
+            precision=config.precision,
         )
         context.embedder = self.embedder
 
@@ -235,9 +317,13 @@ class EmbeddingsMapper(Layer):
         """Nothing to write: the embeddings serve the latent and rule layers through the cache."""
 
     def describe(self) -> dict:
+        choice = self.embedder.resolve()
         return {
             "model": self.embedder.model_id,
             "device": self.embedder.device,
+            "backend": choice.backend,
+            "precision": choice.precision,
+            "reason": choice.reason,
             "batch_size": self.embedder.batch_size,
             "distinct_texts": len(self.embedder.distinct),
             "texts_encoded": self.embedder.encoded,

@@ -1,0 +1,117 @@
+"""Embedding backend and precision: decided on the machine, recorded, and part of the cache key."""
+
+import hashlib
+import json
+import sqlite3
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from coord_bench.cli import main
+from coord_bench.mappers import embedding_backends
+from coord_bench.mappers.embeddings import Embedder, record_texts
+
+TEXTS = ["The capital of France is Paris.", "Agent 2 disagrees: the answer is (C)."]
+
+
+def legacy_key(model_id: str, text: str) -> str:
+    """The cache key of every build before backends existed: torch fp32 vectors keep it."""
+    return hashlib.sha256(f"{model_id}\0{text}".encode()).hexdigest()
+
+
+def weights_dtype(embedder: Embedder) -> str:
+    return str(next(embedder.model.parameters()).dtype)
+
+
+def said(capsys) -> list[str]:
+    """Our lines on stderr (transformers draws its own weight-loading bar there)."""
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("coord-bench:")]
+
+
+def cache_keys(embedder: Embedder) -> set[str]:
+    with sqlite3.connect(embedder.cache_path) as db:
+        return {row[0] for row in db.execute("SELECT key FROM vectors")}
+
+
+@pytest.fixture
+def native_cpu(monkeypatch):
+    """A CPU that reports bf16 units, whatever this machine has (the probe then decides)."""
+    monkeypatch.setattr(embedding_backends, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+
+
+def test_auto_takes_bf16_where_native_and_within_the_probe_tolerance(tmp_path, native_cpu, capsys):
+    embedder = Embedder(cache_dir=tmp_path, progress=False)
+    choice = embedder.resolve()
+    assert (choice.backend, choice.precision, choice.fallback) == ("torch", "bf16", False)
+    assert choice.reason.startswith("bf16: avx512_bf16 present, probe cosine to fp32 mean 0.99")
+    assert weights_dtype(embedder) == "torch.bfloat16"
+    assert embedder.key(TEXTS[0]) == legacy_key(f"{embedder.model_id}|torch|bf16", TEXTS[0])
+    assert said(capsys) == []  # nothing to say when the better choice is taken
+    again = Embedder(cache_dir=tmp_path, progress=False)  # the decision is kept: no model load, no probe
+    assert again.resolve() == choice and again._model is None
+
+
+def test_bf16_and_fp32_vectors_of_one_text_are_two_cache_entries(tmp_path):
+    bf16 = Embedder(cache_dir=tmp_path, progress=False, backend="torch", precision="bf16")
+    fp32 = Embedder(cache_dir=tmp_path, progress=False, backend="torch", precision="fp32")
+    assert bf16.cache_path == fp32.cache_path  # one file per model, the variant in the key
+    assert bf16.ensure(TEXTS) == 2 and fp32.ensure(TEXTS) == 2
+    assert cache_keys(fp32) == {fp32.key(t) for t in TEXTS} | {bf16.key(t) for t in TEXTS}
+    assert {fp32.key(t) for t in TEXTS} == {legacy_key(fp32.model_id, t) for t in TEXTS}
+    low, high = bf16.vectors(TEXTS), fp32.vectors(TEXTS)
+    assert not np.array_equal(low, high)
+    assert (low * high).sum(axis=1).min() > 0.999
+    assert Embedder(cache_dir=tmp_path, progress=False, backend="torch", precision="bf16").ensure(TEXTS) == 0
+
+
+def test_auto_stays_at_fp32_without_native_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding_backends, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU
+    embedder = Embedder(cache_dir=tmp_path, progress=False)
+    choice = embedder.resolve()
+    assert (choice.backend, choice.precision, choice.reason) == ("torch", "fp32", "fp32: no native bf16 on cpu")
+    assert embedder._model is None  # no probe was needed
+    assert embedder.key(TEXTS[0]) == legacy_key(embedder.model_id, TEXTS[0])
+    assert weights_dtype(embedder) == "torch.float32"
+
+
+def test_auto_falls_back_to_fp32_when_the_probe_misses_and_says_so(tmp_path, native_cpu, monkeypatch, capsys):
+    monkeypatch.setattr(embedding_backends, "MIN_COSINE", 1.0)  # a tolerance no bf16 vector meets
+    embedder = Embedder(cache_dir=tmp_path, progress=False)
+    choice = embedder.resolve()
+    assert (choice.precision, choice.fallback) == ("fp32", True)
+    assert choice.reason.startswith("fp32: bf16 probe cosine to fp32 mean 0.99")
+    assert said(capsys) == [f"coord-bench: embeddings: {choice.reason}"]
+    assert weights_dtype(embedder) == "torch.float32"  # reloaded at fp32 after the bf16 probe
+    fp32 = Embedder(cache_dir=tmp_path / "other", progress=False, backend="torch", precision="fp32")
+    np.testing.assert_array_equal(embedder.vectors(TEXTS), fp32.vectors(TEXTS))
+    Embedder(cache_dir=tmp_path, progress=False).resolve()  # the kept decision says it again
+    assert said(capsys) == [f"coord-bench: embeddings: {choice.reason}"]
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(ValueError, match="annotations.embeddings.precision: expected one of auto, fp32, bf16"):
+        Embedder(precision="fp16")
+
+
+def test_torch_fp32_reproduces_the_stored_probe_vectors_bit_for_bit(tmp_path):
+    texts, model_id, stored = embedding_backends.probe()
+    embedder = Embedder(cache_dir=tmp_path, progress=False, backend="torch", precision="fp32")
+    assert model_id == embedder.model_id and len(texts) == 12 == len(set(texts))
+    np.testing.assert_array_equal(embedder.encode(texts), stored)
+
+
+def test_a_build_records_what_it_used_and_torch_fp32_keeps_the_old_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("COORD_BENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    flags = ["--annotate", "embeddings", "--set", "annotations.embeddings.precision=fp32"]
+    assert main(["build", "--no-progress", "--out", str(out), *flags]) == 0
+    used = json.loads((out / "build_manifest.json").read_text())["annotations"]["embeddings"]
+    assert (used["backend"], used["precision"], used["reason"]) == ("torch", "fp32", "fp32: set in the recipe")
+    assert "Vectors of this build: torch, fp32: set in the recipe." in (out / "README.md").read_text()
+    rows = [row for shard in sorted((out / "all").glob("*.parquet")) for row in pq.read_table(shard).to_pylist()]
+    texts = {t for row in rows for t in record_texts(row)}
+    embedder = Embedder(progress=False, backend="torch", precision="fp32")
+    assert len(texts) == used["distinct_texts"] and cache_keys(embedder) == {
+        legacy_key(embedder.model_id, t) for t in texts
+    }
