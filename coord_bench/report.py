@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from coord_bench.build_folder import read_manifest, shard_files
+from coord_bench.build_folder import iter_record_batches, read_manifest
 from coord_bench.outcomes import outcome_label
 
 REPORT_DIR = "report"
@@ -144,31 +142,10 @@ class SourceStats:
             same_both[1] += 1
 
 
-def _configs_to_read(manifest: dict[str, Any]) -> list[tuple[str, set[str]]]:
-    """Configs to stream so that every source is read once: the default first, then what it leaves out."""
-    configs = manifest.get("configs", {})
-    order = sorted(configs, key=lambda name: (name != manifest.get("default_config"), name))
-    covered: set[str] = set()
-    plan = []
-    for name in order:
-        fresh = set(configs[name].get("sources", [])) - covered
-        if fresh:
-            plan.append((name, fresh))
-            covered |= fresh
-    return plan
-
-
 def iter_plot_rows(folder: Path, manifest: dict[str, Any], batch_size: int = 1024) -> Iterator[dict[str, Any]]:
     """Every record of the build once, with only :data:`COLUMNS` read."""
-    for config, sources in _configs_to_read(manifest):
-        for path in shard_files(folder, config):
-            file = pq.ParquetFile(path)
-            available = {file.schema.column(i).path for i in range(len(file.schema))}
-            columns = [c for c in COLUMNS if any(p == c or p.startswith(c + ".") for p in available)]
-            for batch in file.iter_batches(batch_size=batch_size, columns=columns):
-                for row in batch.to_pylist():
-                    if row.get("source") in sources:
-                        yield row
+    for batch in iter_record_batches(folder, manifest, list(COLUMNS), batch_size=batch_size):
+        yield from batch
 
 
 def collect(rows: Iterable[dict[str, Any]], source_names: Iterable[str] = ()) -> dict[str, SourceStats]:

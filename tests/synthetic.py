@@ -118,3 +118,13 @@ def write_build(folder: Path, records: list[dict[str, Any]], annotations: dict[s
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def round_trip(folder: Path, task: str, baseline: str, path: Path) -> list[dict[str, Any]]:
+    """A baseline's own predictions, written to ``path`` as a user's file and scored from it: the result rows."""
+    from coord_bench.evaluate import collect, score_predictions, write_predictions
+    from coord_bench.tasks.base import split_examples
+
+    _, tasks, found = collect(folder, [task], progress=False)
+    write_predictions(path, tasks[task].baselines()[baseline](*split_examples(found[task])))
+    return score_predictions(folder, task, path, progress=False)["results"]

@@ -8,10 +8,10 @@ import json
 import random
 
 import pytest
-from synthetic import arena, write_build
+from synthetic import arena, round_trip, write_build
 
-from coord_bench.evaluate import collect, score_predictions, score_task, write_predictions
-from coord_bench.tasks.base import PredictionError, split_examples
+from coord_bench.evaluate import collect, score_predictions, score_task
+from coord_bench.tasks.base import PredictionError
 from coord_bench.tasks.metrics import excludes
 
 SPLITS = ("train", "validation", "test")
@@ -64,13 +64,10 @@ def test_noise_leaves_every_interval_at_chance(tmp_path):
 
 
 def test_a_predictions_file_of_a_baseline_scores_exactly_like_the_baseline(planted, tmp_path):
-    rows, task, examples = results(planted)
-    train, validation, test = split_examples(examples)
-    path = tmp_path / "longer.jsonl"
-    write_predictions(path, task.baselines()["longer_wins"](train, validation, test))
-    scored = score_predictions(planted, "arena_pref", path, progress=False)
+    rows, _, _ = results(planted)
+    scored = round_trip(planted, "arena_pref", "longer_wins", tmp_path / "longer.jsonl")
     built_in = [{k: v for k, v in r.items() if k != "predictor"} for (p, _), r in rows.items() if p == "longer_wins"]
-    assert scored["results"] == built_in
+    assert scored == built_in
 
 
 def test_bad_predictions_name_the_line_and_the_field(planted, tmp_path):

@@ -5,9 +5,9 @@ import random
 
 import pytest
 from realdata import build_realdata
-from synthetic import debate, write_build
+from synthetic import debate, round_trip, write_build
 
-from coord_bench.evaluate import collect, run_benchmark, score_predictions, score_task, write_predictions
+from coord_bench.evaluate import collect, run_benchmark, score_predictions, score_task
 from coord_bench.tasks.base import PredictionError, TaskContext, split_examples
 from coord_bench.tasks.early_outcome import FRACTIONS, EarlyOutcome, field_name
 
@@ -107,12 +107,8 @@ def test_report_has_every_baseline_and_reasons_for_absent_layers(built):
 
 def test_a_baselines_own_predictions_file_scores_the_same(built, tmp_path):
     report = run_benchmark(built, ["early_outcome"], progress=False)["tasks"]["early_outcome"]
-    _, tasks, found = collect(built, ["early_outcome"], progress=False)
-    train, validation, test = split_examples(found["early_outcome"])
     for baseline in ("first_turn_vote_share", "mean_embedding_so_far"):
-        path = tmp_path / f"{baseline}.jsonl"
-        write_predictions(path, tasks["early_outcome"].baselines()[baseline](train, validation, test))
-        scored = score_predictions(built, "early_outcome", path, progress=False)["results"]
+        scored = round_trip(built, "early_outcome", baseline, tmp_path / f"{baseline}.jsonl")
         expected = [r for r in report["results"] if r["predictor"] == baseline]
         assert [r["metrics"] for r in scored] == [r["metrics"] for r in expected]
         assert [r["subset"] for r in scored] == [r["subset"] for r in expected]

@@ -6,9 +6,9 @@ import random
 import numpy as np
 import pytest
 from realdata import build_realdata
-from synthetic import debate, write_build
+from synthetic import debate, round_trip, write_build
 
-from coord_bench.evaluate import collect, run_benchmark, score_predictions, write_predictions
+from coord_bench.evaluate import collect, run_benchmark, score_predictions
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.latents import LDSConfig, PCAReducedRank
 from coord_bench.mappers.latents.layer import ARTIFACT, sequence_of
@@ -119,12 +119,8 @@ def test_pure_noise_latents_give_no_evidence(tmp_path, cache):
 
 def test_a_baselines_own_predictions_file_scores_the_same(planted, tmp_path):
     folder, entry = planted
-    _, tasks, found = collect(folder, ["latent_probe"], progress=False)
-    train, validation, test = split_examples(found["latent_probe"])
     for baseline in ("best_plus_latents", "embedding_pca"):
-        path = tmp_path / f"{baseline}.jsonl"
-        write_predictions(path, tasks["latent_probe"].baselines()[baseline](train, validation, test))
-        scored = score_predictions(folder, "latent_probe", path, progress=False)["results"]
+        scored = round_trip(folder, "latent_probe", baseline, tmp_path / f"{baseline}.jsonl")
         expected = [r for r in entry["results"] if r["predictor"] == baseline]
         assert [r["metrics"] for r in scored] == [r["metrics"] for r in expected]
         assert [r.get("setting", {}).get("verdict") for r in scored] == [r["setting"].get("verdict") for r in expected]

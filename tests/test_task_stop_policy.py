@@ -8,10 +8,10 @@ import json
 import random
 
 import pytest
-from synthetic import debate, write_build
+from synthetic import debate, round_trip, write_build
 
-from coord_bench.evaluate import collect, score_predictions, score_task, write_predictions
-from coord_bench.tasks.base import PredictionError, split_examples
+from coord_bench.evaluate import collect, score_predictions, score_task
+from coord_bench.tasks.base import PredictionError
 
 SPLITS = ("train", "validation", "test")
 
@@ -75,13 +75,11 @@ def test_coin_flips_show_no_loss_or_gain_beyond_chance(tmp_path):
 
 
 def test_stop_turns_in_a_file_score_like_the_baseline_and_bad_ones_are_named(settled, tmp_path):
-    rows, task, examples = rows_of(settled)
-    train, validation, test = split_examples(examples)
+    rows, _, examples = rows_of(settled)
     path = tmp_path / "stops.jsonl"
-    write_predictions(path, task.baselines()["first_unanimous"](train, validation, test))
-    scored = score_predictions(settled, "stop_policy", path, progress=False)
-    assert scored["results"][0]["metrics"] == rows["first_unanimous"]["metrics"]
-    first = sorted(e.id for e in test)[0]
+    scored = round_trip(settled, "stop_policy", "first_unanimous", path)
+    assert scored[0]["metrics"] == rows["first_unanimous"]["metrics"]
+    first = sorted(e.id for e in examples if e.split == "test")[0]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     for bad, message in ((-1, "expected a turn index"), ("2", "expected a turn index"), (True, "expected a turn")):
         lines[0] = {"id": lines[0]["id"], "stop_turn": bad}

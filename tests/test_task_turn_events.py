@@ -8,10 +8,10 @@ import json
 import random
 
 import pytest
-from synthetic import debate, write_build
+from synthetic import debate, round_trip, write_build
 
-from coord_bench.evaluate import collect, score_predictions, score_task, write_predictions
-from coord_bench.tasks.base import PredictionError, split_examples
+from coord_bench.evaluate import collect, score_predictions, score_task
+from coord_bench.tasks.base import PredictionError
 from coord_bench.tasks.turn_events import agreement_events, matched
 
 SPLITS = ("train", "validation", "test")
@@ -78,12 +78,10 @@ def test_cues_that_follow_the_flags_find_the_events_and_cues_that_do_not_fail(pl
 
 
 def test_a_users_events_score_like_the_baseline_and_malformed_ones_are_named(planted, tmp_path):
-    rows, task, examples = rows_of(planted)
-    train, validation, test = split_examples(examples)
+    rows, _, _ = rows_of(planted)
     path = tmp_path / "events.jsonl"
-    write_predictions(path, task.baselines()["text_cues"](train, validation, test))
-    scored = score_predictions(planted, "turn_events", path, progress=False)
-    assert scored["results"][0]["metrics"] == rows["text_cues", "events"]["metrics"]
+    scored = round_trip(planted, "turn_events", "text_cues", path)
+    assert scored[0]["metrics"] == rows["text_cues", "events"]["metrics"]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     for bad, message in (
         ({"events": [{"turn_index": "1", "event": "agreement_reached"}]}, "field 'events' item 0: expected"),
