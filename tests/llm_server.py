@@ -304,12 +304,12 @@ class FaultProxy(_Server):
         response = httpx.post(self.upstream + "/chat/completions", content=raw, headers=headers, timeout=300)
         body = response.content
         seen.status = response.status_code
-        _send(handler, response.status_code, body)
-        with self._lock:
+        with self._lock:  # dead before the answer goes out: the client's next request must find the proxy gone
             self.answered += 1
             dying = self._die_after is not None and self.answered >= self._die_after
+            self.dead = self.dead or dying
+        _send(handler, response.status_code, body)
         if dying:
-            self.dead = True
             handler.close_connection = True
             threading.Thread(target=self.stop, daemon=True).start()
 

@@ -30,8 +30,8 @@ from coord_bench.mappers.judge import JudgeConfigError, JudgeMapper
 from coord_bench.mappers.judge.agreement import cohen_kappa, krippendorff_alpha, majority_level
 from coord_bench.mappers.judge.budget import Budget
 from coord_bench.mappers.judge.client import grammar_schema, public_url, request_body
-from coord_bench.mappers.judge.mapper import parse_output
 from coord_bench.mappers.judge.prompt import build_prompt
+from coord_bench.mappers.judge.runner import parse_output
 from coord_bench.mappers.judge.sampling import stratified_sample, stratum_of
 from coord_bench.mappers.tokens import load_encoding
 from coord_bench.schema import record_errors
@@ -459,7 +459,7 @@ def test_auto_mode_falls_back_and_remembers_per_server(small_records, tmp_path):
         assert mapper.mode == "tool" and mapper.counters.mode_probes == 2
         assert server.received == 2 + 3 and all(entry(r)["output_mode"] == "tool" for r in out)
         again = JudgeMapper({**p, "sample_size": 1}, progress=False)
-        assert again.mode == "tool" and again.mode_resolved  # remembered in the cache: no probe next time
+        assert again.mode == "tool" and again.runner.mode_resolved  # remembered in the cache: no probe next time
     finally:
         server.stop()
 

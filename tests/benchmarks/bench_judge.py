@@ -26,7 +26,7 @@ import httpx  # noqa: E402
 from llm_server import free_port  # noqa: E402
 
 from coord_bench.mappers.judge import JudgeMapper  # noqa: E402
-from coord_bench.mappers.judge.mapper import _run_sync  # noqa: E402
+from coord_bench.mappers.judge.runner import run_sync  # noqa: E402
 
 
 def records(n: int) -> list[dict]:
@@ -102,7 +102,7 @@ def run(calls: int, latency: float, concurrency: int) -> tuple[float, int, int]:
             mapper = JudgeMapper(params, progress=False)
             mapper.plan(Corpus(records(calls)))  # sampling and prompts (one-off costs): not timed
             started = time.perf_counter()
-            _run_sync(mapper._run())
+            run_sync(mapper.runner.run(mapper.jobs))
             wall = time.perf_counter() - started
             assert mapper.counters.fresh == calls, mapper.counters.failure_reasons
             stats = httpx.get(f"{base_url}/stats", timeout=5).json()

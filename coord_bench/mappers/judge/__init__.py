@@ -34,10 +34,13 @@ and of ``preferred`` vs the arena winner. With ``both_orders`` a pairwise conver
 swapped too; a verdict that changes with the order becomes a tie, and the consistency rate is reported.
 
 Modules: ``client.py`` (one request), ``prompt.py``, ``cache.py``, ``budget.py``, ``sampling.py``,
-``agreement.py`` and ``mapper.py`` (``JudgeMapper``, the concurrent run). Labelling a finished build
-(``coord_bench.label``) and the review sample (``coord_bench.review``) are commands above this package.
+``agreement.py``, ``config.py`` (``JudgeConfig``), ``runner.py`` (the concurrent run), ``results.py``
+(entries, consensus, agreement with ground truth) and ``mapper.py`` (``JudgeMapper``, the layer).
+Labelling a finished build (``coord_bench.label``) and the review sample (``coord_bench.review``) are
+commands above this package.
 """
 
-from coord_bench.mappers.judge.mapper import DEFAULTS, JudgeConfigError, JudgeMapper
+from coord_bench.mappers.judge.config import DEFAULTS, JudgeConfig, JudgeConfigError
+from coord_bench.mappers.judge.mapper import JudgeMapper
 
-__all__ = ["DEFAULTS", "JudgeConfigError", "JudgeMapper"]
+__all__ = ["DEFAULTS", "JudgeConfig", "JudgeConfigError", "JudgeMapper"]

@@ -98,9 +98,6 @@ class JudgeCache:
                 ),
             )
 
-    def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
-
     def server_mode(self, base_url: str) -> str | None:
         row = self.db.execute("SELECT mode FROM server_modes WHERE base_url = ?", (base_url,)).fetchone()
         return row[0] if row else None
@@ -108,6 +105,3 @@ class JudgeCache:
     def set_server_mode(self, base_url: str, mode: str) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO server_modes VALUES (?, ?)", (base_url, mode))
-
-    def close(self) -> None:
-        self.db.close()
