@@ -25,9 +25,9 @@ import numpy as np
 
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.report.latent_quality import REPORT
 
 ARTIFACT = "artifacts/latent_model"
-REPORT = "reports/latent_quality.json"
 
 
 def _drive_texts(record: dict[str, Any]) -> list[str]:
@@ -266,40 +266,3 @@ def _pca(values: np.ndarray, train_rows: np.ndarray, k: int, seed: int) -> np.nd
     fit_on = values[train_rows] if train_rows.sum() > k else values
     k = min(k, fit_on.shape[0], fit_on.shape[1])
     return PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed).fit(fit_on).transform(values)
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def quality_table(report: dict[str, Any]) -> str:
-    """The latent quality report as a short text table for the terminal."""
-    if "skipped" in report:
-        return f"latent layer skipped: {report['skipped']}"
-    lines = [
-        f"latent model {report['method']} k={report['k']} ({report['model_hash'][:12]}), "
-        f"fitted on {report['train_sequences']} conversations, {report['held_out_sequences']} held out"
-    ]
-    r2 = report["next_turn_r2"]
-    if "skipped" in r2:
-        lines.append(f"  next-turn R2: skipped ({r2['skipped']})")
-    else:
-        lines.append(
-            "  held-out next-turn R2: "
-            + ", ".join(
-                f"{name} {_fmt(r2.get(name))}"
-                for name in ("model", "pca_rrr", "pca_no_dynamics", "copy_last", "train_mean")
-            )
-        )
-    if "stability" in report:
-        lines.append(f"  stability across seeds: max principal angle {report['stability']['max_angle_deg']:.2f} deg")
-    for target, probe in report["probes"].items():
-        if probe.get("status") == "insufficient data":
-            lines.append(f"  probe {target}: insufficient data ({probe['n_rows']} rows)")
-            continue
-        cells = []
-        for name, result in probe["features"].items():
-            low, high = result["auc_ci"]
-            cells.append(f"{name} AUC {_fmt(result['auc'])} [{_fmt(low)}, {_fmt(high)}]")
-        lines.append(f"  probe {target}: " + "; ".join(cells))
-    return "\n".join(lines)
