@@ -48,9 +48,9 @@ from typing import Any
 
 import numpy as np
 
+from coord_bench.answers import answers_match
 from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.schema import DECISIVE_WINNERS
-from coord_bench.sources.debate import answers_match
 
 VERSION = "rules-v1"
 

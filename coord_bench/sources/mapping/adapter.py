@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from coord_bench.answers import is_correct
 from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec, agent, blank, message
-from coord_bench.sources.debate import answers_match
 from coord_bench.sources.mapping.extras import mapped_tree, unmapped_fields
 from coord_bench.sources.mapping.options import (
     DEFAULT_FILES,
@@ -243,7 +243,7 @@ class Mapping(SourceAdapter):
                 sections[section][name] = coerce(value, fields[name], label, fp.option, found_in)
         task, outcome = {**blank("task"), **sections["task"]}, sections["outcome"]
         if "answer_correct" not in o.outcome and outcome.get("final_answer") is not None and task["references"]:
-            outcome["answer_correct"] = any(answers_match(outcome["final_answer"], ref) for ref in task["references"])
+            outcome["answer_correct"] = is_correct(outcome["final_answer"], task["references"])
         digest = hashlib.sha256(
             json.dumps(raw.value, sort_keys=True, ensure_ascii=False, default=str).encode()
         ).hexdigest()[:16]
