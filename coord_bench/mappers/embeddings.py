@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from coord_bench.mappers import embedding_backends as backends
 from coord_bench.mappers.embedding_backends import Choice
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import task_text
 from coord_bench.resources import default_cache_dir
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -269,8 +270,7 @@ def _model_id(model: str) -> str:
 def record_texts(record: dict) -> list[str]:
     """The texts of a record that the annotation layers embed: every message and the task's driving text."""
     texts = [m["text"] for turn in record["turns"] for m in turn["messages"]]
-    task = record["task"]
-    drive = task["input"] or task["setting"] or task["instruction"]
+    drive = task_text(record)
     return texts + ([drive] if drive else [])
 
 

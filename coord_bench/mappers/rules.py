@@ -50,6 +50,7 @@ import numpy as np
 
 from coord_bench.answers import answers_match
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import agent_roles
 from coord_bench.schema import DECISIVE_WINNERS
 
 VERSION = "rules-v1"
@@ -103,14 +104,10 @@ def _has_flags(record: dict[str, Any]) -> bool:
     )
 
 
-def _roles(record: dict[str, Any]) -> dict[str, str]:
-    return {a["agent_id"]: a["role"] for a in record["agents"]}
-
-
 def final_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages whose embeddings decide agreement: the last message of each non-user agent of the final
     turn when two or more speak there, else the last message of each of the last two distinct speakers."""
-    roles = _roles(record)
+    roles = agent_roles(record)
     last_turn = [m for m in record["turns"][-1]["messages"] if roles.get(m["agent_id"]) != "user"]
     by_agent: dict[str, dict[str, Any]] = {}
     for m in last_turn:
@@ -129,7 +126,7 @@ def final_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def turn_pairs(record: dict[str, Any]) -> list[tuple[int, list[dict[str, Any]]]]:
     """Per turn, the last message of each non-user agent, where two or more agents speak in that turn."""
-    roles = _roles(record)
+    roles = agent_roles(record)
     out = []
     for turn in record["turns"]:
         by_agent: dict[str, dict[str, Any]] = {}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import agent_roles
 from coord_bench.resources import default_cache_dir
 
 ENCODING = "cl100k_base"
@@ -121,7 +122,7 @@ class TokensMapper(Layer):
             record["annotations"]["token_usage"] = self.usage(record, task_tokens)
 
     def usage(self, record: dict[str, Any], task_tokens: int) -> dict[str, Any]:
-        roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+        roles = agent_roles(record)
         has_user = any(roles.get(m["agent_id"]) == "user" for t in record["turns"] for m in t["messages"])
         per_turn, per_agent = [], {}
         for turn in record["turns"]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import agent_roles, task_text
 from coord_bench.report.latent_quality import REPORT
 
 ARTIFACT = "artifacts/latent_model"
@@ -32,9 +33,8 @@ ARTIFACT = "artifacts/latent_model"
 
 def _drive_texts(record: dict[str, Any]) -> list[str]:
     """The text that drives each turn (see the module docstring)."""
-    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
-    task = record["task"]
-    fallback = task["input"] or task["setting"] or task["instruction"] or ""
+    roles = agent_roles(record)
+    fallback = task_text(record)
     drives = []
     for turn in record["turns"]:
         prompts = [m["text"] for m in turn["messages"] if roles.get(m["agent_id"]) == "user"]
@@ -43,7 +43,7 @@ def _drive_texts(record: dict[str, Any]) -> list[str]:
 
 
 def _output_texts(record: dict[str, Any]) -> list[list[str]]:
-    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    roles = agent_roles(record)
     return [
         [m["text"] for m in turn["messages"] if roles.get(m["agent_id"]) != "user"] or [""] for turn in record["turns"]
     ]
@@ -66,7 +66,7 @@ def sequence_of(record: dict[str, Any], embedder: Embedder) -> tuple[np.ndarray,
 def token_features(record: dict[str, Any]) -> np.ndarray:
     """Token-count features for the probes: sizes in log tokens, balance, and the first-vs-last length gap."""
     usage = record["annotations"]["token_usage"]
-    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    roles = agent_roles(record)
     outputs = [a["n_tokens"] for a in usage["per_agent"] if roles.get(a["agent_id"]) != "user"]
     gap = math.log1p(outputs[0]) - math.log1p(outputs[-1]) if len(outputs) > 1 else 0.0
     return np.array(
