@@ -69,21 +69,12 @@ def _field_map(adapters: list[str]) -> str:
     return "\n\n".join(parts)
 
 
-def _doc(module_name: str) -> str:
-    """A mapper module's docstring without its title line: the method and its formulas, written once."""
-    import importlib
+def _method(layer: str) -> str:
+    """A layer's method and formulas as the card publishes them: a text of its own, so that editing code or a
+    docstring never changes a published card by accident."""
+    from importlib.resources import files
 
-    doc = importlib.import_module(module_name).__doc__ or ""
-    return doc.split("\n", 1)[1].strip() if "\n" in doc else doc
-
-
-_LAYER_DOCS = {
-    "tokens": "coord_bench.mappers.tokens",
-    "embeddings": "coord_bench.mappers.embeddings",
-    "latents": "coord_bench.mappers.latents.layer",
-    "rules": "coord_bench.mappers.rules",
-    "judge": "coord_bench.mappers.judge",
-}
+    return files("coord_bench").joinpath("card_methods", f"{layer}.md").read_text(encoding="utf-8").strip()
 
 
 def _annotations_section(manifest: dict[str, Any]) -> str:
@@ -94,7 +85,7 @@ def _annotations_section(manifest: dict[str, Any]) -> str:
     parts = []
     for name, info in layers.items():
         settings = _without_local_paths({k: v for k, v in info.items() if k not in ("quality", "agreement")})
-        text = f"### {name}\n\n{_doc(_LAYER_DOCS[name])}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
+        text = f"### {name}\n\n{_method(name)}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
         if name == "embeddings" and info.get("precision"):
             text += f"\n\nVectors of this build: {info['backend']}, {info['reason']}."
         if name == "latents" and info.get("quality"):

@@ -1,16 +1,6 @@
 """The latent layer: one low-rank recurrent coordinator model fitted on the train split, applied to every turn.
 
-Per turn t of a conversation:
-- input ``u_t`` = the embedding of what drives the turn: the user prompt of that turn (arena), else the task
-  text (DEBATE: the input, dialogue: the setting);
-- observation ``y_t = [mean; half-difference]`` of the embeddings of the turn's non-user messages: their mean,
-  and (first message - last message) / 2 in message order. For the arena's A and B this is an invertible
-  linear map of ``[e(A); e(B)]``, so who said what is kept; for a single message the second half is zero.
-
-The fitted model is written to ``artifacts/latent_model.{npz,json}`` (no pickle) and its hash goes into every
-row, so new conversations can be projected into the same space (``coord-bench build --latent-model``).
-The quality report (``reports/latent_quality.json``) compares the model with baselines on held-out turns and
-probes the native outcomes from token counts, raw-embedding PCA, latents, and latents plus tokens.
+The method and its formulas, as the dataset card publishes them: ``coord_bench/card_methods/latents.md``.
 """
 
 from __future__ import annotations
