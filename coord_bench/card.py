@@ -19,6 +19,8 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
 from coord_bench.build_folder import CARD_FILE, shard_files, shard_split
+from coord_bench.markdown import table
+from coord_bench.report.latent_quality import quality_markdown
 from coord_bench.resources import resource_path
 from coord_bench.schema import features, load_schema
 from coord_bench.sources import adapter_class
@@ -29,14 +31,6 @@ def _size_category(rows: int) -> str:
         if rows < limit:
             return label
     return "n>1M"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |" for row in rows
-    ]
-    return "\n".join(lines)
 
 
 def _columns(node: dict[str, Any], prefix: str = "") -> list[list[str]]:
@@ -69,74 +63,18 @@ def _field_map(adapters: list[str]) -> str:
         rows += [[f"`{k}`", "dropped", v] for k, v in cls.DROPPED.items()]
         parts.append(
             f"### {name} ({cls.hub_repo_id or cls.SUMMARY})\n\n"
-            + _table(["source field", "goes to", "how / why"], rows)
+            + table(["source field", "goes to", "how / why"], rows)
             + "\n\nAny other field of a record is kept in `extras` (a JSON object)."
         )
     return "\n\n".join(parts)
 
 
-def _doc(module_name: str) -> str:
-    """A mapper module's docstring without its title line: the method and its formulas, written once."""
-    import importlib
+def _method(layer: str) -> str:
+    """A layer's method and formulas as the card publishes them: a text of its own, so that editing code or a
+    docstring never changes a published card by accident."""
+    from importlib.resources import files
 
-    doc = importlib.import_module(module_name).__doc__ or ""
-    return doc.split("\n", 1)[1].strip() if "\n" in doc else doc
-
-
-def _ci(value: Any, interval: Any) -> str:
-    if value is None:
-        return "-"
-    low, high = interval or (None, None)
-    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
-
-
-def _latent_quality(report: dict[str, Any]) -> str:
-    r2 = report.get("next_turn_r2", {})
-    parts = []
-    if "skipped" in r2:
-        parts.append(f"Held-out next-turn R²: not computed ({r2['skipped']}).")
-    else:
-        names = ["model", "pca_rrr", "pca_no_dynamics", "copy_last", "train_mean"]
-        parts.append(
-            "Held-out next-turn R² in embedding space "
-            f"({r2.get('n_predicted_turns', '?')} predicted turns):\n\n"
-            + _table(names, [[_ci(r2.get(n), None) for n in names]])
-        )
-    if "stability" in report:
-        parts.append(
-            f"Stability: the largest principal angle between the latent subspaces of two refits with "
-            f"different seeds is {report['stability']['max_angle_deg']:.2f} degrees."
-        )
-    rows = []
-    for target, probe in report.get("probes", {}).items():
-        if probe.get("status") != "ok":
-            rows.append([target, "-", f"{probe.get('status')} ({probe.get('n_rows')} rows)", "-", "-"])
-            continue
-        for name, result in probe["features"].items():
-            rows.append(
-                [
-                    target,
-                    name,
-                    _ci(result["auc"], result["auc_ci"]),
-                    _ci(result["log_loss"], result["log_loss_ci"]),
-                    _ci(result.get("delta_auc"), result.get("delta_auc_ci")),
-                ]
-            )
-    if rows:
-        parts.append(
-            "Probes (grouped cross-validation; 95% bootstrap intervals):\n\n"
-            + _table(["outcome", "features", "AUC", "log-loss", "AUC minus tokens-only"], rows)
-        )
-    return "\n\n".join(parts)
-
-
-_LAYER_DOCS = {
-    "tokens": "coord_bench.mappers.tokens",
-    "embeddings": "coord_bench.mappers.embeddings",
-    "latents": "coord_bench.mappers.latents.layer",
-    "rules": "coord_bench.mappers.rules",
-    "judge": "coord_bench.mappers.judge",
-}
+    return files("coord_bench").joinpath("card_methods", f"{layer}.md").read_text(encoding="utf-8").strip()
 
 
 def _annotations_section(manifest: dict[str, Any]) -> str:
@@ -147,11 +85,11 @@ def _annotations_section(manifest: dict[str, Any]) -> str:
     parts = []
     for name, info in layers.items():
         settings = _without_local_paths({k: v for k, v in info.items() if k not in ("quality", "agreement")})
-        text = f"### {name}\n\n{_doc(_LAYER_DOCS[name])}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
+        text = f"### {name}\n\n{_method(name)}\n\nSettings and counts of this build: `{json.dumps(settings)}`"
         if name == "embeddings" and info.get("precision"):
             text += f"\n\nVectors of this build: {info['backend']}, {info['reason']}."
         if name == "latents" and info.get("quality"):
-            text += "\n\n" + _latent_quality(info["quality"])
+            text += "\n\n" + quality_markdown(info["quality"])
         if name == "judge" and (info.get("budget") or {}).get("ledger"):
             text += "\n\n" + _judge_budget(info["budget"]["ledger"])
         if info.get("agreement"):
@@ -342,14 +280,14 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
         built_at=manifest["built_at"],
         load_examples=_load_examples(manifest, repo_id),
         split_ratios=", ".join(f"{k} {v}" for k, v in manifest["split_method"]["ratios"].items()),
-        configs_table=_table(
+        configs_table=table(
             ["config", "sources", *manifest["split_method"]["ratios"], "rows"],
             [
                 [f"`{name}`", ", ".join(info["sources"]), *info["splits"].values(), info["num_rows"]]
                 for name, info in manifest["configs"].items()
             ],
         ),
-        sources_table=_table(
+        sources_table=table(
             ["source", "adapter", "read from", "revision", "read", "normalized", "rejected", "filtered"],
             [
                 [name, s["adapter"], s["dataset"], s["revision"] or "-", s["read"], s["normalized"], s["rejected"],
@@ -357,11 +295,11 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
                 for name, s in sources.items()
             ],
         ),
-        licenses_table=_table(
+        licenses_table=table(
             ["source", "adapter", "read from", "license"],
             [[name, s["adapter"], s["dataset"], s["license"]] for name, s in sources.items()],
         ),
-        columns_table=_table(["column", "type", "meaning"], _columns(load_schema())),
+        columns_table=table(["column", "type", "meaning"], _columns(load_schema())),
         field_map=_field_map(adapters),
         recipe_block=_recipe_block(manifest),
         annotations_section=_annotations_section(manifest),

@@ -7,7 +7,6 @@ its token log, latent states and labels, read back from the shards that were jus
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
         used = f" ({embeddings['backend']} {embeddings['precision']})" if embeddings.get("precision") else ""
         lines.append(f"embeddings: reused {reused} cached, encoded {encoded}{used}")
     if "latents" in manifest["annotations"]:
-        from coord_bench.mappers.latents.layer import REPORT, quality_table
+        from coord_bench.report.latent_quality import quality_table, read_quality
 
-        lines.append(quality_table(json.loads((out_dir / REPORT).read_text(encoding="utf-8"))))
+        _, quality, problem = read_quality(out_dir, manifest)
+        lines.append(quality_table(quality) if quality is not None else f"latent quality: {problem}")
     return "\n".join(lines)
 
 

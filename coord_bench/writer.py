@@ -1,11 +1,15 @@
 """Parquet shards per config and split, written as records stream in, named the way ``datasets`` expects.
 
-Rows are buffered in small batches and flushed as row groups; a shard is closed once it passes the size
-limit. Names are only known at the end (``train-00000-of-00003.parquet``), so shards are renamed on close.
+Rows are buffered in small batches and flushed as row groups; a shard is closed before the next row group
+would take it past the size limit, counting the footer Parquet writes on close (the schema with its
+``datasets`` features, about 30 KB, and a few KB of metadata per row group, learnt from the shards closed).
+Names are only known at the end (``train-00000-of-00003.parquet``), so shards are renamed on close.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,16 @@ from coord_bench.schema import features
 from coord_bench.splits import SPLITS
 
 ROWS_PER_BATCH = 200
+GROUP_FOOTER_GUESS_PER_COLUMN = 320  # bytes of footer per row group and leaf column, until a closed shard says
+
+
+@functools.cache
+def empty_file() -> tuple[int, int]:
+    """(bytes, leaf columns) of a Parquet file of our schema with no rows: its size is the part of every
+    footer that rows do not change."""
+    buffer = io.BytesIO()
+    pq.ParquetWriter(buffer, features().arrow_schema, compression="zstd").close()
+    return len(buffer.getvalue()), pq.ParquetFile(io.BytesIO(buffer.getvalue())).metadata.num_columns
 
 
 class SplitWriter:
@@ -31,6 +45,8 @@ class SplitWriter:
         self.count = 0
         self.written_bytes = 0  # compressed bytes on disk, and the Arrow bytes they hold: the compression ratio
         self.arrow_bytes = 0
+        self.groups = 0  # row groups in the open shard
+        self.group_footer = GROUP_FOOTER_GUESS_PER_COLUMN * empty_file()[1]  # footer bytes per row group
 
     def add(self, record: dict[str, Any]) -> None:
         self.rows.append(record)
@@ -46,21 +62,31 @@ class SplitWriter:
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
         self.rows = []
         ratio = self.written_bytes / self.arrow_bytes if self.arrow_bytes else 1.0
-        rows_per_slice = max(1, int(table.num_rows * self.max_shard_bytes / max(table.nbytes * ratio, 1)))
+        room = max(1, self.max_shard_bytes - empty_file()[0] - self.group_footer)  # a shard's room for rows
+        rows_per_slice = max(1, int(table.num_rows * room / max(table.nbytes * ratio, 1)))
         for start in range(0, table.num_rows, rows_per_slice):
             piece = table.slice(start, rows_per_slice)
             current = self.parts[-1].stat().st_size if self.writer is not None else 0
-            if self.writer is not None and current + piece.nbytes * ratio > self.max_shard_bytes:
-                self.writer.close()
-                self.writer = None
+            footer = empty_file()[0] + (self.groups + 1) * self.group_footer
+            if self.writer is not None and current + piece.nbytes * ratio + footer > self.max_shard_bytes:
+                self._close_shard()
             if self.writer is None:
                 part = self.folder / f".{self.split}.part{len(self.parts)}.parquet"
                 self.parts.append(part)
                 self.writer = pq.ParquetWriter(part, self.schema, compression="zstd")
                 current = 0
             self.writer.write_table(piece)
+            self.groups += 1
             self.written_bytes += self.parts[-1].stat().st_size - current
             self.arrow_bytes += piece.nbytes
+
+    def _close_shard(self) -> None:
+        """Close the open shard and learn from its footer how much each row group adds to it."""
+        before = self.parts[-1].stat().st_size
+        self.writer.close()
+        footer = self.parts[-1].stat().st_size - before
+        self.group_footer = max(0, footer - empty_file()[0]) / self.groups
+        self.writer, self.groups = None, 0
 
     def close(self) -> list[Path]:
         """Write what is buffered, then give the shards their final names. An empty split writes no file:
@@ -68,7 +94,7 @@ class SplitWriter:
         if self.rows:
             self._flush()
         if self.writer is not None:
-            self.writer.close()
+            self._close_shard()
         total = len(self.parts)
         final = []
         for i, part in enumerate(self.parts):

@@ -7,8 +7,10 @@ loading each time into ONE datasets cache, and check that the rows loaded are th
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+from pathlib import Path
 
 import datasets
 import pytest
@@ -128,3 +130,18 @@ def test_a_mapping_build_card_names_only_its_own_configs_sources_and_tags(tmp_pa
     assert sum(split.num_rows for split in namespace["ds"].values()) == 3
     # the Rebuild section shows the local source by its folder name only, and says so
     assert "path: team_runs" in text and "shown by their folder name only" in text
+
+
+def test_the_method_text_is_the_cards_own_and_not_a_module_docstring(tmp_path, monkeypatch):
+    """Editing a layer's docstring must not change a published card; its method file is what the card says."""
+    import coord_bench.mappers.rules as rules
+    from coord_bench.card import render_card
+
+    out = tmp_path / "out"
+    assert main(["build", "--no-progress", "--annotate", "tokens,rules", "--out", str(out), "--set", "output.report=false"]) == 0
+    manifest = json.loads((out / "build_manifest.json").read_text())
+    before = render_card(manifest, "user/coord_bench", out)
+    method = (Path(rules.__file__).parents[1] / "card_methods" / "rules.md").read_text().strip()
+    assert f"### rules\n\n{method}\n\n" in before and "### tokens\n\n" in before
+    monkeypatch.setattr(rules, "__doc__", "an edited docstring")
+    assert render_card(manifest, "user/coord_bench", out) == before

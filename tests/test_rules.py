@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from realdata import SOURCES, build_realdata
 
+from coord_bench.answers import answers_match
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.layer import LayerContext
 from coord_bench.mappers.rules import RulesMapper, final_messages, flag_agreement
 from coord_bench.schema import DECISIVE_WINNERS
-from coord_bench.sources.debate import answers_match
 
 
 @pytest.fixture(scope="module")

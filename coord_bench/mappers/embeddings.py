@@ -1,15 +1,6 @@
 """Sentence embeddings of message texts, each distinct text encoded once and cached by content.
 
-The backend (torch) and the precision (fp32, or bfloat16 where the machine
-computes it natively and a probe set stays within cosine 0.9999 of fp32) are decided on the machine at
-start-up (``embedding_backends``); the manifest records which were used and why. The cache is a SQLite file
-per model keyed by sha256(variant, text), committed every batch: a rebuild, or a build resumed after a
-crash, re-encodes nothing it already has. The variant is the model id for torch fp32 (the key of caches
-written before backends existed) and model id, backend and precision otherwise, so vectors of different
-precision never mix. Texts longer than the model's ``max_seq_length`` word pieces (256 for MiniLM) are
-split into consecutive windows of ``max_seq_length - 2`` word pieces (room for the two special tokens); the
-window embeddings are averaged, weighted by their word-piece counts, and re-normalized to unit length
-(MiniLM's own output is unit length).
+The method and its formulas, as the dataset card publishes them: ``coord_bench/card_methods/embeddings.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +17,7 @@ from tqdm.auto import tqdm
 from coord_bench.mappers import embedding_backends as backends
 from coord_bench.mappers.embedding_backends import Choice
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import task_text
 from coord_bench.resources import default_cache_dir
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -269,8 +261,7 @@ def _model_id(model: str) -> str:
 def record_texts(record: dict) -> list[str]:
     """The texts of a record that the annotation layers embed: every message and the task's driving text."""
     texts = [m["text"] for turn in record["turns"] for m in turn["messages"]]
-    task = record["task"]
-    drive = task["input"] or task["setting"] or task["instruction"]
+    drive = task_text(record)
     return texts + ([drive] if drive else [])
 
 

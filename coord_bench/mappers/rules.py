@@ -1,41 +1,6 @@
 """Rule-based coordination labels for every conversation: success, efficiency, agreement level, turn events.
 
-Formulas (rules-v1; also in the card):
-
-- **success** (boolean or null):
-  - arena (``pairwise_comparison``): ``winner in {model_a, model_b}`` and
-    ``token_usage.coordination_overhead <= max_token_overhead`` (default 0.5): a decisive human vote on two
-    responses of comparable length. A tie is false; no winner or no overhead (an empty response) is null.
-  - DEBATE (``multi_agent_debate``): ``outcome.answer_correct`` when known, else ``outcome.decision_success``.
-  - dialogue (``multi_character_scene``), a participation heuristic: every character of the source's roster
-    speaks at least once and ``coordination_overhead <= max_token_overhead``; null with fewer than two
-    roster characters or no overhead.
-  - other interactions (mapping recipes): ``answer_correct``, else ``decision_success``, else null.
-- **efficiency** = quality per 1,000 tokens = ``success / (total_tokens / 1000)`` with success as 1 or 0
-  (``token_usage.total_tokens``); null when success or the tokens are unknown.
-- **agreement_level** (full / partial / none / null):
-  - from agreement flags and solutions (DEBATE, and any source with them), on the final turn:
-    ``f`` = share of the turn's non-null ``agreement`` flags that are true; ``s`` = the largest group of the
-    turn's solutions that match each other (``answers_match``: case, spaces, trailing punctuation, option
-    letters) over the number of solutions (needs two or more). full when every available signal is complete
-    (``f == 1``, ``s == 1``); none when every available signal is empty (``f == 0``; no two solutions match);
-    partial otherwise; null when neither signal exists.
-  - from embeddings otherwise (arena, dialogue): the cosine similarity of the sentence embeddings (the
-    embeddings layer's model) of the agents' final messages: arena, response A vs response B of the final
-    turn; with one speaker per turn (dialogue), the last message of each of the last two distinct speakers
-    (the mean over pairs when more agents speak in the final turn). full when
-    ``similarity >= agreement_full_similarity`` (0.85), partial when ``>= agreement_partial_similarity``
-    (0.6), else none; an empty message gives none.
-- **events**, per turn (``turn_index`` = ``turns[].index``):
-  - ``draft``: a message of kind ``draft`` (MALLM drafts);
-  - ``agreement_reached``: every agreement flag of the turn is true, and the previous flagged turn was not;
-  - ``agreement_broken``: the previous flagged turn was fully agreed, this one has a false flag;
-  - ``disagreement``: a false agreement flag (when not already ``agreement_broken``), or, for embedding
-    agreement, two final responses of a turn with similarity below the partial threshold;
-  - ``consensus``: two or more solutions in the turn, all matching, and no false flag; or, for embedding
-    agreement, similarity at or above the full threshold;
-  - ``handoff``: a one-message turn whose speaker differs from the previous message's (dialogue);
-  - ``decision``: on the last turn, when DEBATE ``decision_success`` is true or the arena vote is decisive.
+The method and its formulas, as the dataset card publishes them: ``coord_bench/card_methods/rules.md``.
 """
 
 from __future__ import annotations
@@ -48,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from coord_bench.answers import answers_match
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import agent_roles
 from coord_bench.schema import DECISIVE_WINNERS
-from coord_bench.sources.debate import answers_match
 
 VERSION = "rules-v1"
 
@@ -103,14 +69,10 @@ def _has_flags(record: dict[str, Any]) -> bool:
     )
 
 
-def _roles(record: dict[str, Any]) -> dict[str, str]:
-    return {a["agent_id"]: a["role"] for a in record["agents"]}
-
-
 def final_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages whose embeddings decide agreement: the last message of each non-user agent of the final
     turn when two or more speak there, else the last message of each of the last two distinct speakers."""
-    roles = _roles(record)
+    roles = agent_roles(record)
     last_turn = [m for m in record["turns"][-1]["messages"] if roles.get(m["agent_id"]) != "user"]
     by_agent: dict[str, dict[str, Any]] = {}
     for m in last_turn:
@@ -129,7 +91,7 @@ def final_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def turn_pairs(record: dict[str, Any]) -> list[tuple[int, list[dict[str, Any]]]]:
     """Per turn, the last message of each non-user agent, where two or more agents speak in that turn."""
-    roles = _roles(record)
+    roles = agent_roles(record)
     out = []
     for turn in record["turns"]:
         by_agent: dict[str, dict[str, Any]] = {}

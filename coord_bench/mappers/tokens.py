@@ -1,13 +1,6 @@
 """Token-level communication logs: cl100k_base tokens per message, totals per turn, agent and conversation.
 
-Formulas (also in the card):
-- a message is *input* when its agent has role ``user``; every other message is *output*. A source with no
-  user messages (DEBATE, dialogue) gets its input from the task: instruction, input, context and setting.
-- ``total_tokens = input_tokens + output_tokens``; ``tokens_per_turn = total_tokens / n_turns``;
-- ``input_output_ratio = input_tokens / output_tokens`` (null when there is no output);
-- ``coordination_overhead`` = the normalized Gini coefficient of output tokens across the N agents that
-  produced output: ``sum_i sum_j |x_i - x_j| / (2 (N - 1) sum_i x_i)``, 0 when balanced, 1 when one agent
-  speaks alone; for two agents it is ``|a - b| / (a + b)``; null for N < 2 or no output.
+The method and its formulas, as the dataset card publishes them: ``coord_bench/card_methods/tokens.md``.
 """
 
 from __future__ import annotations
@@ -21,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import agent_roles
 from coord_bench.resources import default_cache_dir
 
 ENCODING = "cl100k_base"
@@ -121,7 +115,7 @@ class TokensMapper(Layer):
             record["annotations"]["token_usage"] = self.usage(record, task_tokens)
 
     def usage(self, record: dict[str, Any], task_tokens: int) -> dict[str, Any]:
-        roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+        roles = agent_roles(record)
         has_user = any(roles.get(m["agent_id"]) == "user" for t in record["turns"] for m in t["messages"])
         per_turn, per_agent = [], {}
         for turn in record["turns"]:

@@ -9,10 +9,10 @@ Reads the Hub layout (``data/<config>/<config>.json``, one JSON array a config) 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import PurePosixPath
 from typing import Any
 
+from coord_bench.answers import is_correct, turn_majority
 from coord_bench.sources.base import (
     RawRecord,
     Reject,
@@ -130,7 +130,7 @@ class Debate(SourceAdapter):
                 "decision_success": require(row, "decisionSuccess", bool, nullable=True),
                 "final_answer": final_answer,
                 "final_answer_source": final_source,
-                "answer_correct": _correct(final_answer, references),
+                "answer_correct": is_correct(final_answer, references),
             },
             "duration_seconds": _float(optional(row, "clockSeconds", (int, float))),
         }
@@ -221,48 +221,13 @@ def _last_vote_type(row: dict[str, Any]) -> str | None:
     return last.get("type") if isinstance(last, dict) else None
 
 
-def normalize_answer(text: str) -> str:
-    """Case, spaces and trailing punctuation do not change an answer: 'B) No.' == 'b) no'."""
-    text = re.sub(r"\s+", " ", text).strip().casefold()
-    return text.strip(" .!;:'\"`*")
-
-
-_OPTION = re.compile(r"\(?([a-z])(?:\)|\.|:|$)")
-
-
-def _option_letter(normalized: str) -> str | None:
-    """'b) no', 'b.', '(b)' and 'b' name option b; 'no' and 'a dog' name none."""
-    match = _OPTION.match(normalized)
-    return match.group(1) if match else None
-
-
-def answers_match(answer: str, reference: str) -> bool:
-    """Equal after normalization, or the same option letter when both name one ('B) No' vs 'B')."""
-    a, b = normalize_answer(answer), normalize_answer(reference)
-    if a == b:
-        return True
-    letter_a, letter_b = _option_letter(a), _option_letter(b)
-    return letter_a is not None and letter_a == letter_b
-
-
-def _correct(final_answer: str | None, references: list[str]) -> bool | None:
-    if final_answer is None or not references:
-        return None
-    return any(answers_match(final_answer, ref) for ref in references)
-
-
 def _final_answer(row: dict[str, Any], turns: list[dict[str, Any]]) -> tuple[str | None, str | None]:
     """MALLM's finalAnswer when present; else the most common solution of the last turn (ties: the latest)."""
     final = optional(row, "finalAnswer", str)
     if final and final.strip():
         return final, "finalAnswer"
-    solutions = [m["solution"] for m in turns[-1]["messages"] if m["solution"] and m["solution"].strip()]
-    if not solutions:
-        return None, None
-    counts = Counter(normalize_answer(s) for s in solutions)
-    best = max(counts.values())
-    latest = next(s for s in reversed(solutions) if counts[normalize_answer(s)] == best)
-    return latest, "last_turn_majority"
+    majority = turn_majority(turns[-1]["messages"])
+    return (majority, "last_turn_majority") if majority is not None else (None, None)
 
 
 def _agreements_repeat_memory(row: dict[str, Any]) -> bool:

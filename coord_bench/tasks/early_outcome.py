@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from coord_bench.sources.debate import normalize_answer
+from coord_bench.answers import normalize_answer
 from coord_bench.tasks.base import Example, PredictionError, Predictions, Task, probability
 from coord_bench.tasks.logistic import fit_probe
 from coord_bench.tasks.metrics import auroc, brier, estimate

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from coord_bench.record import agent_roles
 from coord_bench.tasks.base import Example, PredictionError, Predictions, Task, probability
 from coord_bench.tasks.logistic import fit_probe
 from coord_bench.tasks.metrics import auroc, difference, estimate, excludes
@@ -44,7 +45,7 @@ LATENT_STATES = "smoothed, mean over turns"
 
 def _metadata(record: dict[str, Any]) -> list[float]:
     """Turn and message counts, total and mean message length, and the first-vs-last response length gap."""
-    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    roles = agent_roles(record)
     lengths = [m["n_chars"] for t in record["turns"] for m in t["messages"]]
     outputs = [m["n_chars"] for t in record["turns"] for m in t["messages"] if roles.get(m["agent_id"]) != "user"]
     gap = math.log1p(outputs[0]) - math.log1p(outputs[-1]) if len(outputs) > 1 else 0.0

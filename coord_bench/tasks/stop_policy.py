@@ -8,28 +8,17 @@ when it matches a reference. Spent tokens are those of the turns up to and inclu
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from coord_bench.sources.debate import answers_match, normalize_answer
+from coord_bench.answers import is_correct, normalize_answer, turn_majority
 from coord_bench.tasks.base import Example, PredictionError, Predictions, Task
 from coord_bench.tasks.metrics import estimate
 
 MAX_FIXED = 5  # fixed-k baselines for k = 1..MAX_FIXED (a conversation shorter than k stops at its end)
 THRESHOLDS = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)  # cosine grid of the embedding-stability policy
 ALLOWED_LOSS = 0.01  # "tokens saved at no more than 1 point of accuracy lost"
-
-
-def turn_majority(messages: list[dict[str, Any]]) -> str | None:
-    """The most common solution of a turn after answer normalization (ties: the latest message's)."""
-    solutions = [m["solution"] for m in messages if m["solution"] and m["solution"].strip()]
-    if not solutions:
-        return None
-    counts = Counter(normalize_answer(s) for s in solutions)
-    best = max(counts.values())
-    return next(s for s in reversed(solutions) if counts[normalize_answer(s)] == best)
 
 
 class StopPolicy(Task):
@@ -55,7 +44,7 @@ class StopPolicy(Task):
         majorities = [turn_majority(t["messages"]) for t in turns]
         if not references or not turns or all(m is None for m in majorities):
             return None
-        correct = [m is not None and any(answers_match(m, r) for r in references) for m in majorities]
+        correct = [m is not None and bool(is_correct(m, references)) for m in majorities]
         usage = (record["annotations"] or {}).get("token_usage")
         if usage:
             per_index = {t["index"]: t["n_tokens"] for t in usage["per_turn"]}

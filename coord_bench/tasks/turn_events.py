@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from coord_bench.sources.debate import answers_match
+from coord_bench.answers import is_correct, turn_majority
 from coord_bench.tasks.base import Example, PredictionError, Task
 from coord_bench.tasks.metrics import Undefined, accuracy, estimate
-from coord_bench.tasks.stop_policy import turn_majority
 
 EVENTS = ("agreement_reached", "agreement_broken")
 TRANSITIONS = ("CC", "CW", "WC", "WW")
@@ -88,7 +87,7 @@ class TurnEvents(Task):
         majorities = [turn_majority(turns[0]["messages"]), turn_majority(turns[-1]["messages"])] if turns else []
         transition = None
         if references and majorities and None not in majorities:
-            right = ["C" if any(answers_match(m, r) for r in references) else "W" for m in majorities]
+            right = ["C" if is_correct(m, references) else "W" for m in majorities]
             transition = "".join(right)
         has_flags = any(s is not None for s in states)
         if not has_flags and transition is None:

@@ -1,16 +1,6 @@
 """The latent layer: one low-rank recurrent coordinator model fitted on the train split, applied to every turn.
 
-Per turn t of a conversation:
-- input ``u_t`` = the embedding of what drives the turn: the user prompt of that turn (arena), else the task
-  text (DEBATE: the input, dialogue: the setting);
-- observation ``y_t = [mean; half-difference]`` of the embeddings of the turn's non-user messages: their mean,
-  and (first message - last message) / 2 in message order. For the arena's A and B this is an invertible
-  linear map of ``[e(A); e(B)]``, so who said what is kept; for a single message the second half is zero.
-
-The fitted model is written to ``artifacts/latent_model.{npz,json}`` (no pickle) and its hash goes into every
-row, so new conversations can be projected into the same space (``coord-bench build --latent-model``).
-The quality report (``reports/latent_quality.json``) compares the model with baselines on held-out turns and
-probes the native outcomes from token counts, raw-embedding PCA, latents, and latents plus tokens.
+The method and its formulas, as the dataset card publishes them: ``coord_bench/card_methods/latents.md``.
 """
 
 from __future__ import annotations
@@ -25,16 +15,16 @@ import numpy as np
 
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.record import agent_roles, task_text
+from coord_bench.report.latent_quality import REPORT
 
 ARTIFACT = "artifacts/latent_model"
-REPORT = "reports/latent_quality.json"
 
 
 def _drive_texts(record: dict[str, Any]) -> list[str]:
     """The text that drives each turn (see the module docstring)."""
-    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
-    task = record["task"]
-    fallback = task["input"] or task["setting"] or task["instruction"] or ""
+    roles = agent_roles(record)
+    fallback = task_text(record)
     drives = []
     for turn in record["turns"]:
         prompts = [m["text"] for m in turn["messages"] if roles.get(m["agent_id"]) == "user"]
@@ -43,7 +33,7 @@ def _drive_texts(record: dict[str, Any]) -> list[str]:
 
 
 def _output_texts(record: dict[str, Any]) -> list[list[str]]:
-    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    roles = agent_roles(record)
     return [
         [m["text"] for m in turn["messages"] if roles.get(m["agent_id"]) != "user"] or [""] for turn in record["turns"]
     ]
@@ -66,7 +56,7 @@ def sequence_of(record: dict[str, Any], embedder: Embedder) -> tuple[np.ndarray,
 def token_features(record: dict[str, Any]) -> np.ndarray:
     """Token-count features for the probes: sizes in log tokens, balance, and the first-vs-last length gap."""
     usage = record["annotations"]["token_usage"]
-    roles = {a["agent_id"]: a["role"] for a in record["agents"]}
+    roles = agent_roles(record)
     outputs = [a["n_tokens"] for a in usage["per_agent"] if roles.get(a["agent_id"]) != "user"]
     gap = math.log1p(outputs[0]) - math.log1p(outputs[-1]) if len(outputs) > 1 else 0.0
     return np.array(
@@ -266,40 +256,3 @@ def _pca(values: np.ndarray, train_rows: np.ndarray, k: int, seed: int) -> np.nd
     fit_on = values[train_rows] if train_rows.sum() > k else values
     k = min(k, fit_on.shape[0], fit_on.shape[1])
     return PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed).fit(fit_on).transform(values)
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def quality_table(report: dict[str, Any]) -> str:
-    """The latent quality report as a short text table for the terminal."""
-    if "skipped" in report:
-        return f"latent layer skipped: {report['skipped']}"
-    lines = [
-        f"latent model {report['method']} k={report['k']} ({report['model_hash'][:12]}), "
-        f"fitted on {report['train_sequences']} conversations, {report['held_out_sequences']} held out"
-    ]
-    r2 = report["next_turn_r2"]
-    if "skipped" in r2:
-        lines.append(f"  next-turn R2: skipped ({r2['skipped']})")
-    else:
-        lines.append(
-            "  held-out next-turn R2: "
-            + ", ".join(
-                f"{name} {_fmt(r2.get(name))}"
-                for name in ("model", "pca_rrr", "pca_no_dynamics", "copy_last", "train_mean")
-            )
-        )
-    if "stability" in report:
-        lines.append(f"  stability across seeds: max principal angle {report['stability']['max_angle_deg']:.2f} deg")
-    for target, probe in report["probes"].items():
-        if probe.get("status") == "insufficient data":
-            lines.append(f"  probe {target}: insufficient data ({probe['n_rows']} rows)")
-            continue
-        cells = []
-        for name, result in probe["features"].items():
-            low, high = result["auc_ci"]
-            cells.append(f"{name} AUC {_fmt(result['auc'])} [{_fmt(low)}, {_fmt(high)}]")
-        lines.append(f"  probe {target}: " + "; ".join(cells))
-    return "\n".join(lines)

@@ -1,248 +1,32 @@
-"""``coord-bench report DIR``: an HTML quality report of a build, with PNG figures beside it.
+"""The report's figures: one PNG per figure, each with a title and a caption whose numbers come from the build.
 
-Writes ``DIR/report/index.html``, one PNG per figure and ``DIR/report/figures.json`` (the figures, their
-captions and the figures left out, for the dataset card: :func:`card_figures`). Every number comes from the
-build: the manifest (counts), the Parquet rows (distributions) and the latent quality report
-(``reports/latent_quality.json``). The rows are streamed, reading only the small columns the figures plot
-(never the message texts), and only per-record numbers are kept: value counts, label counts, and at most
-:data:`MAX_TRAJECTORIES` latent trajectories per source and outcome. A figure whose data is absent is not
-drawn; the page says in one line why.
+:func:`draw` makes every figure from the row statistics (:mod:`coord_bench.report.stats`), the latent quality
+report (:mod:`coord_bench.report.latent_quality`) and the benchmark report; a figure whose data is absent is
+not drawn, and :class:`Report` says in one line why.
 """
 
 from __future__ import annotations
 
-import html
-import itertools
 import json
 import math
-import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coord_bench.build_folder import iter_record_batches, read_manifest
-from coord_bench.outcomes import outcome_label
-
-REPORT_DIR = "report"
-INDEX_FILE = "index.html"
-FIGURES_FILE = "figures.json"
-DEFAULT_LATENT_REPORT = "reports/latent_quality.json"  # where the latents mapper writes it (its manifest entry wins)
-MAX_TRAJECTORIES = 25  # per source and outcome label, the first ones in file order
-DPI = 100
-
-# The Parquet columns the figures need; nested paths keep the message texts unread.
-COLUMNS = (
-    "source",
-    "n_turns",
-    "n_agents",
-    "turns.list.element.messages.list.element.n_tokens",
-    "outcome.winner",
-    "outcome.decision_success",
-    "outcome.answer_correct",
-    "protocol.paradigm",
-    "protocol.decision_protocol",
-    "annotations.latents.k",
-    "annotations.latents.smoothed",
-    "annotations.coordination.rules.agreement_level",
-    "annotations.coordination.rules.success",
-    "annotations.coordination.judges.list.element.model",
-    "annotations.coordination.judges.list.element.status",
-    "annotations.coordination.judges.list.element.agreement_level",
-    "annotations.coordination.consensus.agreement_level",
+from coord_bench.report.latent_quality import (
+    Estimate,
+    about,
+    probe_detail,
+    probe_estimates,
+    probe_summary,
+    r2_estimates,
+    read_quality,
+    stability_angle,
 )
+from coord_bench.report.stats import MAX_TRAJECTORIES, SourceStats
 
-
-# ---------------------------------------------------------------------------------------------- collecting
-
-
-@dataclass
-class SourceStats:
-    """The small per-record numbers of one source that the figures plot."""
-
-    conversations: int = 0
-    turns: Counter = field(default_factory=Counter)  # n_turns -> conversations
-    agents: Counter = field(default_factory=Counter)  # n_agents -> conversations
-    message_tokens: Counter = field(default_factory=Counter)  # n_tokens -> messages
-    messages_without_tokens: int = 0
-    winners: Counter = field(default_factory=Counter)  # arena winner (None: no vote) -> conversations
-    debate: dict[tuple[str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
-    rules_levels: Counter = field(default_factory=Counter)
-    rules_success: Counter = field(default_factory=Counter)
-    rules_records: int = 0
-    judge_levels: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    consensus_levels: Counter = field(default_factory=Counter)  # the judges together (their majority class)
-    judge_status: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    pair_agreement: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (a, b) -> [same, both]
-    latent_records: int = 0
-    latent_k: Counter = field(default_factory=Counter)
-    outcome_counts: Counter = field(default_factory=Counter)  # of the records with latents
-    trajectories: dict[str, list[list[tuple[float, float]]]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.conversations += 1
-        if row.get("n_turns") is not None:
-            self.turns[row["n_turns"]] += 1
-        if row.get("n_agents") is not None:
-            self.agents[row["n_agents"]] += 1
-        for turn in row.get("turns") or []:
-            for message in turn.get("messages") or []:
-                if message.get("n_tokens") is None:
-                    self.messages_without_tokens += 1
-                else:
-                    self.message_tokens[message["n_tokens"]] += 1
-        outcome = row.get("outcome") or {}
-        protocol = row.get("protocol") or {}
-        if outcome.get("winner") is not None:
-            self.winners[outcome["winner"]] += 1
-        if outcome.get("decision_success") is not None or outcome.get("answer_correct") is not None:
-            group = self.debate[(str(protocol.get("paradigm")), str(protocol.get("decision_protocol")))]
-            group["n"] += 1
-            for name in ("decision_success", "answer_correct"):
-                if outcome.get(name) is not None:
-                    group[f"{name}_known"] += 1
-                    group[name] += bool(outcome[name])
-        annotations = row.get("annotations") or {}
-        self._add_coordination(annotations.get("coordination"))
-        latents = annotations.get("latents")
-        if latents and latents.get("smoothed"):
-            self.latent_records += 1
-            self.latent_k[latents.get("k") or len(latents["smoothed"][0])] += 1
-            label = outcome_label(outcome)
-            self.outcome_counts[label] += 1
-            kept = self.trajectories[label]
-            if len(kept) < MAX_TRAJECTORIES and len(latents["smoothed"][0]) >= 2:
-                kept.append([(float(state[0]), float(state[1])) for state in latents["smoothed"]])
-
-    def _add_coordination(self, coordination: dict[str, Any] | None) -> None:
-        if not coordination:
-            return
-        labels: dict[str, str] = {}
-        rules = coordination.get("rules")
-        if rules:
-            self.rules_records += 1
-            self.rules_levels[rules.get("agreement_level")] += 1
-            self.rules_success[rules.get("success")] += 1
-            if rules.get("agreement_level") is not None:
-                labels["rules"] = rules["agreement_level"]
-        for judge in coordination.get("judges") or []:
-            model = str(judge.get("model"))
-            self.judge_status[model][judge.get("status")] += 1
-            if judge.get("status") == "ok":
-                self.judge_levels[model][judge.get("agreement_level")] += 1
-                if judge.get("agreement_level") is not None:
-                    labels[model] = judge["agreement_level"]
-        consensus = coordination.get("consensus")
-        if consensus and consensus.get("agreement_level") is not None:
-            self.consensus_levels[consensus["agreement_level"]] += 1
-        for a, b in itertools.combinations(sorted(labels), 2):
-            same_both = self.pair_agreement.setdefault((a, b), [0, 0])
-            same_both[0] += labels[a] == labels[b]
-            same_both[1] += 1
-
-
-def iter_plot_rows(folder: Path, manifest: dict[str, Any], batch_size: int = 1024) -> Iterator[dict[str, Any]]:
-    """Every record of the build once, with only :data:`COLUMNS` read."""
-    for batch in iter_record_batches(folder, manifest, list(COLUMNS), batch_size=batch_size):
-        yield from batch
-
-
-def collect(rows: Iterable[dict[str, Any]], source_names: Iterable[str] = ()) -> dict[str, SourceStats]:
-    stats = {name: SourceStats() for name in source_names}
-    for row in rows:
-        stats.setdefault(row.get("source") or "unknown", SourceStats()).add(row)
-    return stats
-
-
-# ----------------------------------------------------------------------------------------- latent quality
-# reports/latent_quality.json is written by this package (coord_bench.mappers.latents.layer._quality, from
-# coord_bench.mappers.latents.quality), and read here as that layout:
-#   "next_turn_r2": {"model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr": R², "method",
-#                    "model_hash", "n_predicted_turns"}, or {"skipped": reason};
-#   "probes": {target: {"status": "ok", "n_rows", "cv", "n_splits", "n_boot", "features": {name: {"auc",
-#              "auc_ci": [lo, hi], "log_loss", "log_loss_ci", and for all but the baseline "delta_auc",
-#              "delta_auc_ci", ...}}}, or {"status": "insufficient data", "reason" (optional), "n_rows",
-#              "n_groups", "class_counts", "groups_per_class"}};
-#   "stability" (optional): {"max_angle_deg", "mean_angle_deg", "angles_deg", ...}.
-
-R2_KEYS = ("model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr")  # the latent model, then its baselines
-
-
-@dataclass
-class Estimate:
-    label: str
-    value: float
-    low: float | None = None
-    high: float | None = None
-
-
-def _number(value: Any) -> float | None:
-    """A finite number as float; None otherwise (an R² is NaN when the held-out turns do not vary)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def r2_estimates(section: dict[str, Any]) -> tuple[list[Estimate], list[str]]:
-    """The held-out next-turn R² of the model and of each baseline (the report gives no intervals for them), and
-    the keys of :data:`R2_KEYS` whose value is not a finite number."""
-    found, not_finite = [], []
-    for key in R2_KEYS:
-        value = _number(section.get(key))
-        if value is None:
-            not_finite.append(key)
-        else:
-            found.append(Estimate(key, value))
-    return found, not_finite
-
-
-def probe_estimates(probe: dict[str, Any]) -> list[Estimate]:
-    """The out-of-fold AUC of each feature set of a probe with status ok, with its bootstrap interval."""
-    found = []
-    for name, result in (probe.get("features") or {}).items():
-        value = _number(result.get("auc"))
-        if value is None:
-            continue
-        low, high = (_number(v) for v in result.get("auc_ci") or (None, None))
-        if low is None or high is None:
-            low = high = None
-        found.append(Estimate(name, value, low, high))
-    return found
-
-
-def _probe_detail(probe: dict[str, Any]) -> str:
-    """Why a probe was not fitted: its reason when it gives one, and the counts it was judged on."""
-    parts = [str(probe["reason"])] if probe.get("reason") else []
-    if probe.get("n_rows") is not None:
-        parts.append(f"{probe['n_rows']} rows in {probe.get('n_groups')} groups")
-    groups = probe.get("groups_per_class") or {}
-    if groups:
-        parts.append("groups per class " + ", ".join(f"{cls} {n}" for cls, n in groups.items()))
-    return "; ".join(parts) or "no detail in the report"
-
-
-def _probe_summary(target: str, probe: dict[str, Any]) -> str:
-    """How a probe was fitted and, when it has a baseline feature set (the one without ``delta_auc``), each
-    other set's paired AUC difference to it, with its interval."""
-    text = (
-        f"{target}: {probe.get('n_rows')} rows, {probe.get('cv')} with {probe.get('n_splits')} folds, "
-        f"{probe.get('n_boot')} bootstrap resamples"
-    )
-    features = probe.get("features") or {}
-    deltas = {n: r for n, r in features.items() if _number(r.get("delta_auc")) is not None}
-    baselines = [n for n in features if n not in deltas]
-    if deltas and len(baselines) == 1:
-        gains = []
-        for name, result in deltas.items():
-            low, high = (_number(v) for v in result.get("delta_auc_ci") or (None, None))
-            interval = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
-            gains.append(f"{name} {result['delta_auc']:+.2f}{interval}")
-        text += f"; AUC gain over {baselines[0]}: " + ", ".join(gains)
-    return text
-
-
-# ----------------------------------------------------------------------------------------------- figures
+DPI = 100
 
 
 @dataclass
@@ -642,28 +426,13 @@ def _bars(ax, items: list[Estimate]) -> None:
 
 
 def _latent_quality(plt, out: Path, folder: Path, manifest: dict[str, Any], report: Report) -> None:
-    entry = (manifest.get("annotations") or {}).get("latents") or {}
-    relative = entry.get("quality_report") or DEFAULT_LATENT_REPORT
-    path = folder / relative
-    if not path.is_file():
-        report.not_drawn.append(f"Latent quality: {relative} is absent (build with --annotate latents).")
+    relative, quality, problem = read_quality(folder, manifest)
+    if quality is None:
+        report.not_drawn.append(f"Latent quality: {problem}.")
         return
-    try:
-        quality = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        report.not_drawn.append(f"Latent quality: {relative} cannot be read ({err}).")
-        return
-    if not isinstance(quality, dict):
-        report.not_drawn.append(f"Latent quality: {relative} is not a JSON object.")
-        return
-    about = ", ".join(
-        f"{key} {quality[key]}"
-        for key in ("method", "k", "train_sequences", "held_out_sequences")
-        if isinstance(quality.get(key), (str, int, float))
-    )
-    about = f" ({about})" if about else ""
-    _latent_r2(plt, out, quality, relative, about, report)
-    _latent_probes(plt, out, quality.get("probes") or {}, relative, about, report)
+    model = about(quality)
+    _latent_r2(plt, out, quality, relative, model, report)
+    _latent_probes(plt, out, quality.get("probes") or {}, relative, model, report)
 
 
 def _latent_r2(plt, out: Path, quality: dict[str, Any], relative: str, about: str, report: Report) -> None:
@@ -690,7 +459,7 @@ def _latent_r2(plt, out: Path, quality: dict[str, Any], relative: str, about: st
     )
     if not_finite:
         caption += " Not a finite number, not drawn: " + ", ".join(not_finite) + "."
-    angle = _number((quality.get("stability") or {}).get("max_angle_deg"))
+    angle = stability_angle(quality)
     if angle is not None:
         caption += f" Stability: the latent subspaces of two refits are at most {angle:.1f}° apart."
     report.figures.append(
@@ -712,7 +481,7 @@ def _latent_probes(plt, out: Path, probes: dict[str, Any], relative: str, about:
         elif status == "ok":
             not_fitted.setdefault("no finite AUC", []).append(target)
         else:
-            not_fitted.setdefault(str(status), []).append(f"{target} ({_probe_detail(probe)})")
+            not_fitted.setdefault(str(status), []).append(f"{target} ({probe_detail(probe)})")
     for status, targets in not_fitted.items():
         report.not_drawn.append(f"Probe AUC, {status}: " + ", ".join(targets) + ".")
     if not panels:
@@ -733,7 +502,7 @@ def _latent_probes(plt, out: Path, probes: dict[str, Any], relative: str, about:
             "Outcome probes: AUC per feature set",
             f"Out-of-fold AUC of logistic-regression probes predicting each native outcome from each feature set, "
             f"from {relative}{about}; error bars are the report's 95% bootstrap intervals. "
-            + "; ".join(_probe_summary(t, probes[t]) for t in panels)
+            + "; ".join(probe_summary(t, probes[t]) for t in panels)
             + ".",
         )
     )
@@ -818,134 +587,9 @@ def _stop_policy_curve(plt, out: Path, task: dict[str, Any] | None, report: Repo
     ))  # fmt: skip
 
 
-# -------------------------------------------------------------------------------------------------- html
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f2f2f2}td.num{text-align:right}
-tr.total td{font-weight:bold;background:#fafafa}
-figure{margin:1.4em 0;padding:.6em;border:1px solid #e4e4e4;border-radius:4px}
-figure img{max-width:100%;height:auto;display:block}figcaption{font-size:.9em;color:#444;margin-top:.4em}
-.meta{color:#555;font-size:.9em}li{margin:.2em 0}code{background:#f4f4f4;padding:0 .2em}
-"""
-
-
-def _html_table(header: list[str], rows: list[list[Any]], total: list[Any] | None = None) -> str:
-    def cells(tag: str, row: list[Any]) -> str:
-        numeric = ' class="num"'
-        return "".join(
-            f"<{tag}{numeric if isinstance(cell, (int, float)) else ''}>{html.escape(str(cell))}</{tag}>"
-            for cell in row
-        )
-
-    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
-    if total:
-        body += f'<tr class="total">{cells("td", total)}</tr>'
-    return f"<table><thead><tr>{cells('th', header)}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def counts_tables(manifest: dict[str, Any]) -> str:
-    splits = list((manifest.get("split_method") or {}).get("ratios") or {})
-    sources = manifest.get("sources", {})
-    rows = []
-    for name, s in sources.items():
-        kinds = ", ".join(f"{k} {v}" for k, v in (s.get("rejects_by_kind") or {}).items()) or "-"
-        rows.append(
-            [
-                name,
-                s.get("read"),
-                s.get("normalized"),
-                s.get("rejected"),
-                s.get("filtered", 0),
-                *[(s.get("splits") or {}).get(split, 0) for split in splits],
-                kinds,
-            ]
-        )
-    totals = manifest.get("totals") or {}
-    total = [
-        "total",
-        *[totals.get(k) for k in ("read", "normalized", "rejected", "filtered")],
-        *[sum((s.get("splits") or {}).get(split, 0) for s in sources.values()) for split in splits],
-        "",
-    ]
-    parts = [
-        _html_table(["source", "read", "normalized", "rejected", "filtered", *splits, "rejected by kind"], rows, total)
-    ]
-    configs = manifest.get("configs") or {}
-    if configs:
-        parts.append(
-            _html_table(
-                ["config", "sources", *splits, "rows"],
-                [
-                    [
-                        name,
-                        ", ".join(c.get("sources", [])),
-                        *[(c.get("splits") or {}).get(s, 0) for s in splits],
-                        c.get("num_rows"),
-                    ]
-                    for name, c in configs.items()
-                ],
-            )
-        )
-    return "\n".join(parts)
-
-
-def render_html(folder: Path, manifest: dict[str, Any], report: Report) -> str:
-    title = f"coord_bench report: {Path(folder).resolve().name}"
-    recipe = manifest.get("recipe") or {}
-    meta = (
-        f"Built {manifest.get('built_at')} by coord_bench {manifest.get('coord_bench_version')} "
-        f"(schema {manifest.get('schema_version')})"
-        + (
-            f" from recipe <code>{html.escape(str(recipe.get('name')))}</code> (sha256 "
-            f"<code>{html.escape(str(manifest.get('recipe_hash', ''))[:12])}</code>)"
-            if recipe
-            else ""
-        )
-        + ". Annotation layers: "
-        + html.escape(", ".join(manifest.get("annotations") or {}) or "none")
-        + "."
-    )
-    figures = "\n".join(
-        f'<figure id="{html.escape(Path(f.file).stem)}"><img src="{html.escape(f.file)}" '
-        f'alt="{html.escape(f.title)}"><figcaption><b>Figure {i}. {html.escape(f.title)}.</b> '
-        f"{html.escape(f.caption)}</figcaption></figure>"
-        for i, f in enumerate(report.figures, 1)
-    )
-    missing = "".join(f"<li>{html.escape(line)}</li>" for line in report.not_drawn)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title><style>{CSS}</style></head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p class="meta">{meta} Every number on this page comes from <code>build_manifest.json</code>, the Parquet
-rows and the build's reports.</p>
-<h2>Counts</h2>
-<p>Records per source (read = normalized + rejected + filtered) and per split, then rows per config.</p>
-{counts_tables(manifest)}
-<h2>Figures</h2>
-{figures or "<p>No figure: the build has no data to draw.</p>"}
-<h2>Not drawn</h2>
-{f"<ul>{missing}</ul>" if missing else "<p>Every figure was drawn.</p>"}
-</body></html>
-"""
-
-
-# ---------------------------------------------------------------------------------------------- entry
-
-
-def write_report(folder: Path) -> tuple[Path, Report]:
-    """Write ``folder/report/``: index.html, the PNG figures and figures.json; return the page and the report."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    out = folder / REPORT_DIR
-    out.mkdir(exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
-    stats = collect(iter_plot_rows(folder, manifest), manifest.get("sources", {}))
+def draw(out: Path, folder: Path, manifest: dict[str, Any], stats: dict[str, SourceStats]) -> Report:
+    """Every figure of the build into ``out``, in the page's order; ``stats`` loses its 0-token messages (counted
+    in the caption instead)."""
     plt = _plt()
     report = Report()
     zero = {name: s.message_tokens.get(0, 0) for name, s in stats.items() if s.message_tokens.get(0)}
@@ -961,51 +605,4 @@ def write_report(folder: Path) -> tuple[Path, Report]:
     _trajectories(plt, out, stats, report)
     _latent_quality(plt, out, folder, manifest, report)
     _benchmark(plt, out, folder, report)
-    index = out / INDEX_FILE
-    index.write_text(render_html(folder, manifest, report), encoding="utf-8")
-    (out / FIGURES_FILE).write_text(
-        json.dumps(
-            {
-                "figures": [vars(f) for f in report.figures],
-                "not_drawn": report.not_drawn,
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    return index, report
-
-
-def card_figures(folder: Path) -> str:
-    """Markdown for the dataset card: the report's figures as repo-relative image links (``report/<name>.png``).
-
-    Empty when the build has no report (run ``coord-bench report DIR`` first).
-    """
-    out = Path(folder) / REPORT_DIR
-    index = out / FIGURES_FILE
-    if not index.is_file():
-        return ""
-    listed = json.loads(index.read_text(encoding="utf-8"))
-    figures = [f for f in listed.get("figures", []) if (out / f["file"]).is_file()]
-    if not figures:
-        return ""
-    parts = ["## Figures", "", "Made by `coord-bench report` from this build (the full report is `report/index.html`)."]
-    for f in figures:
-        parts += ["", f"![{f['title']}]({REPORT_DIR}/{f['file']})", "", f"*{f['caption']}*"]
-    if listed.get("not_drawn"):
-        parts += ["", "Not drawn:", ""] + [f"- {line}" for line in listed["not_drawn"]]
-    return "\n".join(parts) + "\n"
-
-
-def main(folder: Path) -> int:
-    start = time.perf_counter()
-    index, report = write_report(folder)
-    print(
-        f"wrote {index}: {len(report.figures)} figures, {len(report.not_drawn)} not drawn "
-        f"({time.perf_counter() - start:.1f} s)"
-    )
-    for line in report.not_drawn:
-        print(f"  not drawn: {line}")
-    return 0
+    return report

@@ -1,0 +1,76 @@
+"""Your own multi-agent logs, mapped into the unified record by field paths: no code, a ``mapping`` section.
+
+The options come from ``spec.options["mapping"]`` (a recipe source's ``mapping:``). A *field path* is dotted
+keys, with list indexes as numbers (``session.id``, ``messages.0.content``, ``-1`` is the last item). A path
+may also be a list of paths, tried in order: the first that matches a non-null value wins (``[name, role]``).
+A path that matches nothing rejects the record, naming the path, the first missing key and the record; end
+it with ``?`` where the field may be absent (its value is then null; quote such a path inside YAML braces:
+``{decision_success: "success?"}``). A null on the way (``outcome: null`` for ``outcome.answer``) is a
+match with a null value. ``check_mapping`` refuses invalid options before anything is read.
+
+Layouts:
+
+- ``grouped`` (default): each record is one conversation holding a list of messages (``messages``), or a
+  list of turns each holding a list of messages (``turns`` + ``messages`` relative to a turn).
+- ``flat``: each record is ONE message (an event); consecutive events with the same ``conversation_id``
+  form a conversation. A file must be ordered by conversation: a conversation whose events are not next to
+  each other in its file is rejected (every part of it), with the file and event index where it reappears.
+  One conversation must not span files (a second part would be rejected as a duplicate id). Files are read
+  twice (the first pass collects conversation ids only); memory holds one conversation and the ids. A bad
+  event (unparsable, not an object, no conversation id) is rejected on its own. In rejects.jsonl the raw
+  record of a flat conversation is ``{conversation_id, event_indexes, events}``.
+
+Options (paths under "message" are relative to a message, or to the event in the flat layout; paths under
+"conversation" are relative to the conversation record, or, in the flat layout, looked up in its events in
+order, the first event where they match a non-null value winning):
+
+=================  ================================================================================
+``files``          globs under the source root; default every file type the readers know
+                   (``**/*.json``, ``**/*.jsonl``, ``**/*.jsonl.gz``, ``**/*.json.gz``, ``**/*.ndjson``,
+                   ``**/*.parquet``)
+``records``        path, in each top-level value of a file, to the list of records (``conversations``
+                   for ``{"conversations": [...]}``); default: each top-level value is a record. With it,
+                   a locator's index counts records in the file. Fields beside the list are not kept.
+``layout``         ``grouped`` or ``flat``
+``conversation_id`` conversation: the conversation id, required for ``flat``. It is the source id and the
+                   record id ``<source>:<id>``; without it, 16 hex digits of a content hash
+``messages``       grouped, required: the list of messages (relative to a turn when ``turns`` is given)
+``turns``          grouped: the list of turns; each becomes one turn of the record
+``turn_index``     message: messages with the same value form one turn (ordered by value when every
+                   value is a number, else by first appearance); not with ``turns``. Without both,
+                   each message is its own turn
+``speaker``        message, required: who spoke; the agent id and name (text or integer)
+``text``           message, required: the message text
+``role``           message: the speaker's role, mapped by ``role_map``; a value that is already one of
+                   user, assistant, agent, character is kept; anything else (or none) is ``agent``
+``role_map``       {source role: user | assistant | agent | character}
+``kind``           message: the message kind (default ``message``)
+``model``          message: the model behind the speaker (the first non-null one per agent)
+``timestamp``      message: Unix seconds (a number, or a number as text) or an ISO-8601 date-time (UTC
+                   when it has no zone; Parquet timestamps too).
+                   The earliest is the record's timestamp; latest minus earliest its duration_seconds
+``skip``           {message path: value or list of values}: messages matching any are dropped and
+                   counted in extras ``skipped_messages`` (e.g. ``{role: [system]}``). Not an error
+                   when the path is absent
+``task``           {instruction, input, context, setting, language, references: conversation path}
+``outcome``        {decision_success, final_answer, answer_correct, winner, judge, setting_after: path};
+                   without ``answer_correct``, it is derived from final_answer and task.references
+                   (DEBATE's ``answers_match``). winner must be one of the arena's four values
+``protocol``       {paradigm, decision_protocol, persona_mode, task_variant, persona_diversity, rounds}
+``group_by``       conversation: the split group key; default task.input (normalized), else the
+                   conversation id, else the content hash
+``interaction``    protocol.interaction (default ``multi_agent_chat``)
+``license``        provenance.source_license (default ``unknown — set mapping.license``)
+=================  ================================================================================
+
+Extras: in the grouped layout every field no path maps, with its nesting (a list of messages keeps its
+positions, null where a message was fully mapped); in the flat layout only ``unmapped_event_keys``, the
+keys seen in events that no path maps. ``skipped_messages`` is added when ``skip`` dropped any.
+"""
+
+from __future__ import annotations
+
+from coord_bench.sources.mapping.adapter import Mapping
+from coord_bench.sources.mapping.options import FieldPath, MappingOptions, check_mapping, parse_mapping
+
+__all__ = ["FieldPath", "Mapping", "MappingOptions", "check_mapping", "parse_mapping"]
