@@ -138,7 +138,8 @@ def test_the_method_text_is_the_cards_own_and_not_a_module_docstring(tmp_path, m
     from coord_bench.card import render_card
 
     out = tmp_path / "out"
-    assert main(["build", "--no-progress", "--annotate", "tokens,rules", "--out", str(out), "--set", "output.report=false"]) == 0
+    args = ["build", "--no-progress", "--annotate", "tokens,rules", "--out", str(out), "--set", "output.report=false"]
+    assert main(args) == 0
     manifest = json.loads((out / "build_manifest.json").read_text())
     before = render_card(manifest, "user/coord_bench", out)
     method = (Path(rules.__file__).parents[1] / "card_methods" / "rules.md").read_text().strip()
