@@ -105,25 +105,6 @@ def _flag_overrides(args: argparse.Namespace, recipe: dict) -> dict:
     return recipe
 
 
-def _recipe_lock(args: argparse.Namespace, path: Path, recipe: dict):
-    """The lock beside a recipe file that has Hub sources; a build of the default recipe keeps none."""
-    from coord_bench.lock import RecipeLock
-    from coord_bench.recipe import source_location
-
-    if not any(source_location(s).get("hub") for s in recipe["sources"]):
-        if args.locked or args.update_lock:
-            print("no Hub source in this build: nothing to lock")
-        return None
-    if not args.recipe:
-        if args.locked or args.update_lock:
-            raise UsageError(
-                "--locked and --update-lock need a recipe file: the lock lives beside it (the default recipe "
-                "keeps none); save the recipe to a file and build that"
-            )
-        return None
-    return RecipeLock.beside(path, locked=args.locked, update=args.update_lock)
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from coord_bench.build import build_dataset
     from coord_bench.console import build_summary, where_to_look
@@ -141,7 +122,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     validate_recipe(recipe, origin=str(path))
     recipe = apply_overrides(_flag_overrides(args, recipe), args.set)
     validate_recipe(recipe, origin=f"{path} with the overrides")
-    lock = _recipe_lock(args, path, recipe)
+    from coord_bench.lock import lock_for
+
+    lock = lock_for(recipe, path if args.recipe else None, locked=args.locked, update=args.update_lock, say=print)
     if args.dry_run:
         print(describe_plan(recipe, origin=str(path), lock=lock))
         return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,25 @@ class RecipeLock:
                 "folder must be writable; copy the recipe to a folder you can write to and build from there"
             ) from None
         self.exists, self.changed = True, False
+
+
+def lock_for(
+    recipe: dict[str, Any], recipe_path: Path | None, *, locked: bool, update: bool, say: Callable[[str], None]
+) -> RecipeLock | None:
+    """The lock of a build: beside its recipe file when the recipe reads a Hub source, else none (``recipe_path``
+    None: the default recipe, which keeps no lock, so ``locked`` and ``update`` cannot be honoured)."""
+    from coord_bench.recipe import source_location
+
+    if not any(source_location(s).get("hub") for s in recipe["sources"]):
+        if locked or update:
+            say("no Hub source in this build: nothing to lock")
+        return None
+    if recipe_path is None:
+        if locked or update:
+            raise LockError(
+                "--locked and --update-lock need a recipe file: the lock lives beside it (the default recipe "
+                "keeps none); save the recipe to a file and build that"
+            )
+        return None
+    return RecipeLock.beside(recipe_path, locked=locked, update=update)
+
