@@ -24,7 +24,8 @@ def test_the_default_build_runs_every_offline_layer_and_the_report_and_says_wher
     for row in rows:
         layers = row["annotations"]
         assert layers["token_usage"]["total_tokens"] > 0
-        assert len(layers["latents"]["smoothed"]) == row["n_turns"] and layers["latents"]["k"] == 8
+        k = manifest["annotations"]["latents"]["k"]
+        assert len(layers["latents"]["smoothed"]) == row["n_turns"] and layers["latents"]["k"] == k
         assert layers["coordination"]["rules"]["version"]
         assert layers["coordination"]["judges"] == []
     assert (out / "report" / "index.html").is_file() and (out / "README.md").is_file()
@@ -35,7 +36,7 @@ def test_the_default_build_runs_every_offline_layer_and_the_report_and_says_wher
     example = next(r for r in rows if r["id"] == example_id)
     assert f"token_usage: {example['annotations']['token_usage']['total_tokens']} tokens" in where
     first = round(example["annotations"]["latents"]["smoothed"][0][0], 3)
-    assert f"latents (lds-em, k=8): turn 1 smoothed state [{first}" in where
+    assert f"latents (delta-lds-em, k={k}): turn 1 smoothed state [{first}" in where
     assert f"rules: success {example['annotations']['coordination']['rules']['success']}" in where
     assert example["n_agents"] == max(r["n_agents"] for r in rows)  # the richest row of the first shard is shown
 

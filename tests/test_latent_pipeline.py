@@ -17,8 +17,11 @@ def cache(tmp_path_factory):
         yield
 
 
+WITH_TEST = ["--set", "splits.ratios={train: 0.5, validation: 0.2, test: 0.3}"]  # the sample's test split is empty
+
+
 def build(out, *args):
-    assert main(["build", "--no-progress", "--out", str(out), "--annotate", "latents", *args]) == 0
+    assert main(["build", "--no-progress", "--out", str(out), "--annotate", "latents", *WITH_TEST, *args]) == 0
     return json.loads((out / "build_manifest.json").read_text())
 
 
@@ -37,10 +40,12 @@ def test_every_turn_gets_smoothed_and_filtered_states(fitted, capsys):
     model = load_model(out / "artifacts" / "latent_model")
     info = manifest["annotations"]["latents"]
     assert info["fitted"] is True and info["model_hash"] == model.model_hash
+    k = info["k"]
+    assert k == model.config.k == info["quality"]["selection"]["chosen"]["k"]  # chosen on the validation split
     for record in records(out).values():
         latents = record["annotations"]["latents"]
-        assert latents["k"] == 8 and latents["model_hash"] == model.model_hash and latents["method"] == "lds-em"
-        assert np.array(latents["smoothed"]).shape == np.array(latents["filtered"]).shape == (record["n_turns"], 8)
+        assert latents["k"] == k and latents["model_hash"] == model.model_hash and latents["method"] == "delta-lds-em"
+        assert np.array(latents["smoothed"]).shape == np.array(latents["filtered"]).shape == (record["n_turns"], k)
         # the last filtered state uses every turn, as the smoothed one does
         np.testing.assert_allclose(latents["smoothed"][-1], latents["filtered"][-1], atol=1e-6)
     assert main(["validate", str(out)]) == 0
@@ -52,7 +57,10 @@ def test_quality_report_compares_with_baselines_and_probes(fitted):
     assert set(report["next_turn_r2"]) >= {"model", "train_mean", "copy_last", "pca_no_dynamics"}
     assert report["stability"]["max_angle_deg"] >= 0
     assert set(report["probes"]) == {"arena_winner", "debate_answer_correct", "debate_decision_success"}
-    assert report["train_sequences"] + report["held_out_sequences"] == len(records(out))
+    assert report["train_sequences"] + report["validation_sequences"] + report["held_out_sequences"] == len(
+        records(out)
+    )
+    assert report["verdicts"][0].startswith("beats copy-last on held-out turns: ")
 
 
 def test_set_overrides_reach_the_latent_model(tmp_path, cache):

@@ -75,16 +75,17 @@ def test_each_layer_applies_once_per_record_per_pass_that_needs_it(tmp_path, mon
 
 
 def test_latent_methods_have_one_name_in_recipes_code_and_rows_and_the_old_names_still_work():
-    from coord_bench.mappers.latents import LinearGaussianSSM, PCAReducedRank
+    from coord_bench.mappers.latents import ChangeLDS, LinearGaussianSSM, PCAReducedRank
     from coord_bench.mappers.latents.layer import LatentsConfig
     from coord_bench.recipe import validate_recipe
 
-    assert LatentsConfig().method == LinearGaussianSSM.method == "lds-em"
+    assert LatentsConfig().method == ChangeLDS.method == "delta-lds-em"
+    assert LatentsConfig(method="lds-em").method == LinearGaussianSSM.method
     assert LatentsConfig(method="pca-rrr").method == PCAReducedRank.method
     assert LatentsConfig(method="lds").method == "lds-em" and LatentsConfig(method="pca_rrr").method == "pca-rrr"
-    with pytest.raises(ValueError, match="annotations.latents.method: expected one of lds-em, pca-rrr"):
+    with pytest.raises(ValueError, match="annotations.latents.method: expected one of delta-lds-em, lds-em, pca-rrr"):
         LatentsConfig(method="kalman")
     recipe = load_recipe(default_recipe_path())
-    for name in ("lds-em", "pca-rrr", "lds", "pca_rrr"):
+    for name in ("delta-lds-em", "lds-em", "pca-rrr", "lds", "pca_rrr"):
         recipe["annotations"]["latents"]["method"] = name
         validate_recipe(recipe)

@@ -172,7 +172,8 @@ def test_unknown_keys_and_sources_are_named(tmp_path, capsys):
     )
     assert build(recipe) == 2
     err = capsys.readouterr().err
-    assert "annotations.latents: unknown key(s) 'rank'; expected one of: enabled, method, k, r, seed, fit_split" in err
+    known = "enabled, method, k, k_grid, r, seed, fit_split"
+    assert f"annotations.latents: unknown key(s) 'rank'; expected one of: {known}" in err
     assert "configs[0].sources: unknown source(s) ['nope']; sources are ['debate']" in err
 
 

@@ -413,7 +413,8 @@ def test_report_of_a_build_with_latents(tmp_path, monkeypatch):
     monkeypatch.setenv("COORD_BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "latents"
     no_report = ["--set", "output.report=false"]
-    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "latents", *no_report]) == 0
+    with_test = ["--set", "splits.ratios={train: 0.5, validation: 0.2, test: 0.3}"]  # the sample's test split is empty
+    assert main(["build", "--out", str(out), "--no-progress", "--annotate", "latents", *no_report, *with_test]) == 0
     assert main(["report", str(out)]) == 0
     quality = json.loads((out / "reports" / "latent_quality.json").read_text())
     listed = json.loads((out / "report" / FIGURES_FILE).read_text())

@@ -18,18 +18,32 @@ from coord_bench.markdown import table
 REPORT = "reports/latent_quality.json"  # where the latents mapper writes it (its manifest entry names it too)
 
 # The layout, as coord_bench.mappers.latents.layer._quality writes it (from coord_bench.mappers.latents.quality):
-#   "method", "model_hash", "k", "train_sequences", "held_out_sequences"; or {"skipped": reason, "k", ...} when
-#   the layer fitted nothing;
-#   "next_turn_r2": {"model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr": R², "method",
-#                    "model_hash", "n_predicted_turns"}, or {"skipped": reason};
+#   "method", "model_hash", "k", "r", "train_sequences", "validation_sequences", "held_out_sequences" (test);
+#   or {"skipped": reason, "k", ...} when the layer fitted nothing;
+#   "selection": {"criterion", "chosen": {"k", "r"}, "candidates": [{"k", "r", "validation_r2", ...}], ...};
+#   "next_turn_r2": {R2_KEYS: full-space R², "method", "model_hash", "n_test_sequences", "n_predicted_turns",
+#                    "spaces": {"full" | "change" | "subspace": {key: {"r2", "ci", "minus_copy_last",
+#                    "minus_copy_last_ci", ...}}}, "log_likelihood_per_turn": {key: value}}, or {"skipped": reason};
+#   "verdicts": [sentence, ...];
 #   "probes": {target: {"status": "ok", "n_rows", "cv", "n_splits", "n_boot", "features": {name: {"auc",
 #              "auc_ci": [lo, hi], "log_loss", "log_loss_ci", and for all but the baseline "delta_auc",
 #              "delta_auc_ci", ...}}}, or {"status": "insufficient data", "reason" (optional), "n_rows",
 #              "n_groups", "class_counts", "groups_per_class"}};
 #   "stability" (optional): {"max_angle_deg", "mean_angle_deg", "angles_deg", ...}.
 
-R2_KEYS = ("model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr")  # the latent model, then its baselines
-R2_TABLE_KEYS = (R2_KEYS[0], *reversed(R2_KEYS[1:]))  # the text tables: the model, then the strongest baseline first
+R2_KEYS = (  # the latent model, its baselines, its nested special cases and its order controls
+    "model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr", "lds_levels", "model_no_dynamics",
+    "shuffled_order", "reversed_order",
+)  # fmt: skip
+SPACES = {
+    "full": "next-turn R² in embedding space",
+    "change": "R² of the change y(t+1) - y(t)",
+    "subspace": "R² in the top-k principal subspace of the train turns",
+}
+R2_TABLE_KEYS = (  # the text tables: the model, then what it nests and its controls, then the weaker baselines
+    "model", "copy_last", "model_no_dynamics", "shuffled_order", "reversed_order", "lds_levels", "pca_rrr",
+    "pca_no_dynamics", "train_mean",
+)  # fmt: skip
 
 
 @dataclass
@@ -47,16 +61,21 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def r2_estimates(section: dict[str, Any]) -> tuple[list[Estimate], list[str]]:
-    """The held-out next-turn R² of the model and of each baseline (the report gives no intervals for them), and
-    the keys of :data:`R2_KEYS` whose value is not a finite number."""
+def r2_estimates(section: dict[str, Any], space: str = "full") -> tuple[list[Estimate], list[str]]:
+    """The held-out R² of the model and of each baseline in ``space``, with its bootstrap interval where the
+    report has one, and the keys of :data:`R2_KEYS` it has whose value is not a finite number."""
     found, not_finite = [], []
+    entries = (section.get("spaces") or {}).get(space) or {}
     for key in R2_KEYS:
-        value = _number(section.get(key))
+        entry = entries.get(key) or {}
+        if key not in section and key not in entries:
+            continue
+        value = _number(entry.get("r2", section.get(key) if space == "full" else None))
         if value is None:
             not_finite.append(key)
-        else:
-            found.append(Estimate(key, value))
+            continue
+        low, high = (_number(v) for v in entry.get("ci") or (None, None))
+        found.append(Estimate(key, value, low, high) if low is not None and high is not None else Estimate(key, value))
     return found, not_finite
 
 
@@ -151,15 +170,18 @@ def quality_table(quality: dict[str, Any]) -> str:
         return f"latent layer skipped: {quality['skipped']}"
     lines = [
         f"latent model {quality['method']} k={quality['k']} ({quality['model_hash'][:12]}), "
-        f"fitted on {quality['train_sequences']} conversations, {quality['held_out_sequences']} held out"
+        f"fitted on {quality['train_sequences']} conversations, "
+        + (f"{quality['validation_sequences']} validation, " if "validation_sequences" in quality else "")
+        + f"{quality['held_out_sequences']} held out"
     ]
     r2 = quality["next_turn_r2"]
     if "skipped" in r2:
         lines.append(f"  next-turn R2: skipped ({r2['skipped']})")
     else:
-        lines.append(
-            "  held-out next-turn R2: " + ", ".join(f"{name} {_estimate_text(r2.get(name))}" for name in R2_TABLE_KEYS)
-        )
+        found, _ = r2_estimates(r2, "change" if r2.get("spaces") else "full")
+        what = "change R2" if r2.get("spaces") else "next-turn R2"
+        lines.append(f"  test {what}: " + ", ".join(f"{e.label} {_estimate_text(e.value)}" for e in found))
+    lines += [f"  {verdict}" for verdict in quality.get("verdicts") or []]
     if "stability" in quality:
         lines.append(f"  stability across seeds: max principal angle {quality['stability']['max_angle_deg']:.2f} deg")
     for target, probe in quality["probes"].items():
@@ -178,14 +200,34 @@ def quality_markdown(quality: dict[str, Any]) -> str:
     """The report for the dataset card: the R² table, the stability sentence and the probe table."""
     r2 = quality.get("next_turn_r2", {})
     parts = []
+    selection = quality.get("selection") or {}
+    if selection.get("chosen"):
+        chosen = selection["chosen"]
+        how = selection.get("criterion") or selection.get("reason")
+        rank = "full rank" if chosen["r"] is None else chosen["r"]
+        parts.append(f"Model: {quality.get('method')} with k = {chosen['k']}, r = {rank} ({how}).")
     if "skipped" in r2:
         parts.append(f"Held-out next-turn R²: not computed ({r2['skipped']}).")
+    elif r2.get("spaces"):
+        rows = []
+        for space, what in SPACES.items():
+            found = {e.label: e for e in r2_estimates(r2, space)[0]}
+            rows.append([what, *[_estimate_text(found[k].value, (found[k].low, found[k].high)) if k in found else "-"
+                                 for k in R2_TABLE_KEYS]])  # fmt: skip
+        parts.append(
+            f"On the test split ({r2.get('n_predicted_turns', '?')} predicted turns of "
+            f"{r2.get('n_test_sequences', '?')} conversations; 95% bootstrap intervals by conversation):\n\n"
+            + table(["", *R2_TABLE_KEYS], rows)
+        )
     else:
+        shown = [key for key in R2_TABLE_KEYS if key in r2]
         parts.append(
             "Held-out next-turn R² in embedding space "
             f"({r2.get('n_predicted_turns', '?')} predicted turns):\n\n"
-            + table(list(R2_TABLE_KEYS), [[_estimate_text(r2.get(n)) for n in R2_TABLE_KEYS]])
+            + table(shown, [[_estimate_text(r2.get(n)) for n in shown]])
         )
+    if quality.get("verdicts"):
+        parts.append("What the latents are worth, in words:\n\n" + "\n".join(f"- {v}" for v in quality["verdicts"]))
     if "stability" in quality:
         parts.append(
             f"Stability: the largest principal angle between the latent subspaces of two refits with "

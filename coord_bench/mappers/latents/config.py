@@ -15,13 +15,16 @@ class LDSConfig:
     ridge: float = 1e-3  # ridge on input coefficients B (and, in the baseline, A), x regressor variance x rows
     init_noise: float = 0.05  # relative noise on the baseline's C at init: refits with other seeds test stability
     var_floor: float = 1e-4  # noise variances >= var_floor x mean data variance (R) or x latent variance (Q, P0)
+    patience: int = 3  # with validation sequences: stop after this many EM iterations without a better score
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.r is not None and self.r < 0:
             raise ValueError(f"r must be None or >= 0, got {self.r}")
-        if self.max_iter < 0 or self.tol < 0 or self.ridge <= 0 or self.init_noise < 0 or self.var_floor <= 0:
+        if self.max_iter < 0 or self.patience < 1 or self.tol < 0 or self.ridge <= 0:
+            raise ValueError(f"invalid settings: {self}")
+        if self.init_noise < 0 or self.var_floor <= 0:
             raise ValueError(f"invalid settings: {self}")
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from coord_bench.mappers.embeddings import Embedder
+from coord_bench.mappers.latents.selection import K_GRID, candidates, select
 from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.record import agent_roles, task_text
 from coord_bench.report.latent_quality import REPORT
@@ -84,16 +85,18 @@ def outcome_targets(record: dict[str, Any]) -> dict[str, Any]:
     return targets
 
 
-METHODS = ("lds-em", "pca-rrr")  # the EM-fitted LDS and its PCA + reduced-rank baseline, as rows name them
+METHODS = ("delta-lds-em", "lds-em", "pca-rrr")  # the LDS of turn changes, the LDS of turns, PCA + transition
 ALIASES = {"lds": "lds-em", "pca_rrr": "pca-rrr"}  # the names recipes used before; still accepted
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class LatentsConfig:
-    method: str = "lds-em"
-    k: int = 8  # latent dimension
-    r: int | None = None  # rank bound on the transition matrix (None: full rank)
+    method: str = "delta-lds-em"
+    k: int | None = None  # latent dimension; None: chosen on the validation split from k_grid
+    k_grid: tuple[int, ...] = K_GRID
+    r: int | str | None = "auto"  # rank bound on the transition matrix: None (full rank), an integer, or auto
+    # (full rank or k // 2, chosen on the validation split)
     seed: int = 0
     fit_split: str = "train"
     max_iter: int = 30  # EM iterations at most
@@ -103,6 +106,8 @@ class LatentsConfig:
         self.method = ALIASES.get(self.method, self.method)
         if self.method not in METHODS:
             raise ValueError(f"annotations.latents.method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if not (self.r is None or self.r == "auto" or (isinstance(self.r, int) and self.r >= 0)):
+            raise ValueError(f"annotations.latents.r: expected an integer >= 0, null or auto, got {self.r!r}")
         if self.fit_split not in SPLITS:
             raise ValueError(
                 f"annotations.latents.fit_split: expected one of {', '.join(SPLITS)}, got {self.fit_split!r}"
@@ -126,11 +131,13 @@ class LatentsMapper(Layer):
         self.states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.report: dict[str, Any] = {}
 
-    def _new_model(self, seed: int):
-        from coord_bench.mappers.latents import LDSConfig, LinearGaussianSSM, PCAReducedRank
+    def _fit(self, train, validation, k: int, r: int | None, seed: int, method: str | None = None):
+        """A model of ``method`` (default: the configured one) fitted on ``train``; EM stops early on
+        ``validation``."""
+        from coord_bench.mappers.latents import MODELS, LDSConfig
 
-        config = LDSConfig(k=self.config.k, r=self.config.r, seed=seed, max_iter=self.config.max_iter)
-        return (PCAReducedRank if self.config.method == PCAReducedRank.method else LinearGaussianSSM)(config)
+        model = MODELS[method or self.config.method](LDSConfig(k=k, r=r, seed=seed, max_iter=self.config.max_iter))
+        return model.fit(train) if model.method == "pca-rrr" else model.fit(train, validation)
 
     def prepare(self, corpus) -> None:
         if self.context.out_dir is None:
@@ -147,6 +154,9 @@ class LatentsMapper(Layer):
                 tokens.append(token_features(record) if record["annotations"]["token_usage"] else None)
                 targets.append(outcome_targets(record))
         train = [s for s, split in zip(sequences, splits, strict=True) if split == fit_split]
+        self.validation_split = "validation" if fit_split != "validation" else None
+        validation = [s for s, split in zip(sequences, splits, strict=True) if split == self.validation_split]
+        self.selection: dict[str, Any] = {}
         if self.config.model_path:
             from coord_bench.mappers.latents import load_model
 
@@ -155,18 +165,23 @@ class LatentsMapper(Layer):
             self._write_report()
             return
         else:
-            self.model = self._new_model(self.config.seed).fit(train)
+            max_k = min(sum(len(y) for _, y in train), train[0][1].shape[1])
+            pairs = candidates(self.config.k, self.config.r, self.config.k_grid, max_k)
+            self.model, self.selection = select(
+                lambda k, r: self._fit(train, validation, k, r, self.config.seed), train, validation, pairs
+            )
         self.model_hash = self.model.save(self.out_dir / ARTIFACT)
         states = self.model.transform_many(sequences)
         self.states = dict(zip(ids, states, strict=True))
-        held_out = [s for s, split in zip(sequences, splits, strict=True) if split != fit_split]
-        self.report = self._quality(train, held_out, sequences, states, splits, groups, tokens, targets)
+        held_out = (fit_split, self.validation_split)
+        test = [s for s, split in zip(sequences, splits, strict=True) if split not in held_out]
+        self.report = self._quality(train, validation, test, sequences, states, splits, groups, tokens, targets)
         self._write_report()
 
     def _too_small(self, train: list[tuple[np.ndarray, np.ndarray]], fit_split: str) -> bool:
         """A corpus too small to fit k states (fewer train turns than k) skips the layer, saying why, instead of
         failing the build: the layer is on by default, and a user's first small folder should still build."""
-        k = self.config.k
+        k = self.config.k or min(self.config.k_grid)
         turns = sum(len(y) for _, y in train)
         if turns >= k:
             return False
@@ -180,24 +195,34 @@ class LatentsMapper(Layer):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
 
-    def _quality(self, train, held_out, sequences, states, splits, groups, tokens, targets) -> dict[str, Any]:
+    def _quality(self, train, validation, test, sequences, states, splits, groups, tokens, targets) -> dict:
         from coord_bench.mappers.latents import quality
 
-        k, seed = self.model.config.k, self.config.seed
+        k, r, seed = self.model.config.k, self.model.config.r, self.config.seed
         report: dict[str, Any] = {
             "method": self.model.method,
             "model_hash": self.model_hash,
             "k": k,
+            "r": r,
             "train_sequences": len(train),
-            "held_out_sequences": len(held_out),
+            "validation_sequences": len(validation),
+            "held_out_sequences": len(test),
+            "selection": self.selection,
         }
+        fitted = bool(train) and not self.config.model_path
+        comparisons = {}
+        if fitted:
+            comparisons["model_no_dynamics"] = self._fit(train, validation, k, 0, seed)
+            if self.model.method == "delta-lds-em":
+                comparisons["lds_levels"] = self._fit(train, validation, k, r, seed, method="lds-em")
+            comparisons.update(quality.order_controls(lambda s: self._fit(s, validation, k, r, seed), train, seed))
         report["next_turn_r2"] = (
-            quality.next_turn_report(self.model, train, held_out, k, seed)
-            if held_out and train
-            else {"skipped": "no held-out or no train sequences"}
+            quality.next_turn_report(self.model, train, test, k, seed, comparisons)
+            if test and train
+            else {"skipped": "no test or no train sequences"}
         )
-        if train and not self.config.model_path:
-            refit = self._new_model(seed + 1).fit(train)
+        if fitted:
+            refit = self._fit(train, validation, k, r, seed + 1)
             report["stability"] = quality.stability_report(self.model, refit)
         latent_means = np.stack([s[0].mean(axis=0) for s in states])
         raw_means = np.stack([y.mean(axis=0) for _, y in sequences])
@@ -219,6 +244,7 @@ class LatentsMapper(Layer):
                 features, y, np.array(groups)[rows], seed, baseline="tokens" if "tokens" in features else None
             )
         report["probes"] = probes
+        report["verdicts"] = quality.verdicts(report)
         return report
 
     def apply(self, batch: list[dict[str, Any]]) -> None:

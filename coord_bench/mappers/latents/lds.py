@@ -71,6 +71,7 @@ class _DataSums:
 class LinearGaussianSSM(ArtifactModel):
     method = "lds-em"
     PARAMS = ("A", "B", "b", "Q", "C", "d", "R", "mu0", "P0")
+    PARAMS_FITTED = PARAMS  # what EM changes (a subclass may add parameters of its own that EM does not touch)
 
     def __init__(self, config: LDSConfig | None = None):
         self.config = config or LDSConfig()
@@ -78,6 +79,7 @@ class LinearGaussianSSM(ArtifactModel):
         self.dims: dict[str, int] = {}
         self.log_likelihoods: list[float] = []
         self.objectives: list[float] = []  # log-likelihood minus the ridge penalty: what EM increases
+        self.validation_log_likelihoods: list[float] = []  # per iteration, when fitted with validation sequences
 
     @classmethod
     def from_params(cls, params: dict[str, np.ndarray], config: LDSConfig | None = None) -> LinearGaussianSSM:
@@ -90,20 +92,36 @@ class LinearGaussianSSM(ArtifactModel):
 
     # ---- fitting -------------------------------------------------------------------------------------------
 
-    def fit(self, sequences: list[tuple[np.ndarray, np.ndarray]]) -> LinearGaussianSSM:
+    def fit(
+        self,
+        sequences: list[tuple[np.ndarray, np.ndarray]],
+        validation: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> LinearGaussianSSM:
         """EM on (U: T x du, Y: T x dy) sequences, T >= 1. float32 data stay float32 in the packed copy (the PCA
-        initialisation makes one transient float64 copy of Y)."""
+        initialisation makes one transient float64 copy of Y). With ``validation`` sequences, EM stops once their
+        log-likelihood has not improved for ``patience`` iterations and keeps the parameters that scored best
+        there (early stopping: the training likelihood always rises, the held-out one stops when EM overfits)."""
         cfg = self.config
         data = PackedSequences.build(sequences)
+        held_out = PackedSequences.build(validation, data.u.shape[1], data.y.shape[1]) if validation else None
         sums = _DataSums.of(data, cfg.ridge)
         self._initialise(PCAReducedRank(cfg).fit_packed(data))
-        self.log_likelihoods, self.objectives = [], []
-        posterior = self._record(data, sums)
+        self.log_likelihoods, self.objectives, self.validation_log_likelihoods = [], [], []
+        posterior = self._record(data, sums, held_out)
+        best = self._snapshot()
         for _ in range(cfg.max_iter):
             self._m_step(data, sums, posterior)
-            posterior = self._record(data, sums)
+            posterior = self._record(data, sums, held_out)
+            if held_out is not None:
+                if self.validation_log_likelihoods[-1] > max(self.validation_log_likelihoods[:-1]):
+                    best = self._snapshot()
+                elif len(self.log_likelihoods) - 1 - best["iteration"] >= cfg.patience:
+                    break
             if self.objectives[-1] - self.objectives[-2] <= cfg.tol * abs(self.objectives[-2]):
                 break
+        if held_out is not None and best["iteration"] != len(self.log_likelihoods) - 1:
+            self._restore_snapshot(best)
+            posterior = self._posterior(data, likelihood=True)
         self._canonicalise(posterior, data.packing.n_rows)
         self.dims = {
             "k": cfg.k,
@@ -112,8 +130,16 @@ class LinearGaussianSSM(ArtifactModel):
             "n_sequences": len(data.packing.order),
             "n_rows": data.packing.n_rows,
             "n_iter": len(self.log_likelihoods) - 1,
+            "best_iter": best["iteration"] if held_out is not None else len(self.log_likelihoods) - 1,
         }
         return self
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"iteration": len(self.log_likelihoods) - 1, **{n: getattr(self, n).copy() for n in self.PARAMS_FITTED}}
+
+    def _restore_snapshot(self, snapshot: dict[str, Any]) -> None:
+        for name in self.PARAMS_FITTED:
+            setattr(self, name, snapshot[name])
 
     def _initialise(self, base: PCAReducedRank) -> None:
         """Baseline parameters in whitened coordinates (z / sqrt(explained variance)), C seeded-perturbed."""
@@ -131,10 +157,12 @@ class LinearGaussianSSM(ArtifactModel):
             column_rms = np.sqrt((self.C**2).mean(axis=0))
             self.C = self.C + cfg.init_noise * column_rms * rng.standard_normal(self.C.shape)
 
-    def _record(self, data: PackedSequences, sums: _DataSums) -> _Posterior:
+    def _record(self, data: PackedSequences, sums: _DataSums, held_out: PackedSequences | None) -> _Posterior:
         posterior = self._posterior(data, likelihood=True)
         self.log_likelihoods.append(posterior.loglik)
         self.objectives.append(posterior.loglik - self._penalty(sums))
+        if held_out is not None:
+            self.validation_log_likelihoods.append(self._posterior(held_out, likelihood=True).loglik)
         return posterior
 
     def _penalty(self, sums: _DataSums) -> float:
@@ -269,9 +297,11 @@ class LinearGaussianSSM(ArtifactModel):
             "dims": self.dims,
             "log_likelihoods": self.log_likelihoods,
             "objectives": self.objectives,
+            "validation_log_likelihoods": self.validation_log_likelihoods,
         }
 
     def _restore(self, meta: dict[str, Any]) -> None:
         self.config = LDSConfig(**meta["config"])
         self.dims = meta["dims"]
         self.log_likelihoods, self.objectives = meta["log_likelihoods"], meta["objectives"]
+        self.validation_log_likelihoods = meta.get("validation_log_likelihoods", [])

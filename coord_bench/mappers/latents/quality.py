@@ -1,7 +1,10 @@
 """Honest quality checks for the latent models (numbers only, no plotting).
 
-- next-turn prediction: held-out one-step-ahead R^2 in observation space against the baselines a latent model
-  has to beat (train mean, copy the last turn, PCA without dynamics);
+- next-turn prediction on the test split: one-step-ahead R^2 in the full embedding space, of the change
+  y_{t+1} - y_t, and in the top-k principal subspace of the train turns, each with a bootstrap interval by
+  conversation, against the baselines a latent model has to beat (train mean, copy the last turn, PCA with
+  and without dynamics) and the order controls (the same model fitted on shuffled and on reversed turns);
+  held-out log-likelihood per turn; and plain-language verdicts that say "no" unless an interval excludes 0;
 - probes: does a feature set predict the native outcome under grouped cross-validation, with bootstrap
   intervals (latents must add to token counts before they can be said to carry coordination information);
 - stability: principal angles between the latent subspaces of two refits.
@@ -24,15 +27,22 @@ from coord_bench.mappers.latents.config import LDSConfig
 
 # ---- next-turn prediction -----------------------------------------------------------------------------------
 
+N_BOOT = 1000  # bootstrap resamples of the test conversations
+
 
 def _pooled_r2(predictions, targets, train_mean: np.ndarray) -> float:
     """1 - SSE / SST pooled over every predicted turn and dimension, SST around the TRAIN mean."""
-    sse = sst = 0.0
+    sse, sst = _sums(predictions, targets, train_mean).sum(axis=0)
+    return 1.0 - sse / sst if sst > 0 else float("nan")
+
+
+def _sums(predictions, targets, reference: np.ndarray) -> np.ndarray:
+    """Per sequence (rows): [SSE of the predictions, SST around ``reference``] (sequences x 2)."""
+    rows = []
     for predicted, target in zip(predictions, targets, strict=True):
         target = np.asarray(target, dtype=np.float64)
-        sse += float(((target - predicted) ** 2).sum())
-        sst += float(((target - train_mean) ** 2).sum())
-    return 1.0 - sse / sst if sst > 0 else float("nan")
+        rows.append([float(((target - predicted) ** 2).sum()), float(((target - reference) ** 2).sum())])
+    return np.array(rows, dtype=np.float64).reshape(-1, 2)
 
 
 def next_turn_r2(model, sequences, train_mean: np.ndarray) -> float:
@@ -40,25 +50,161 @@ def next_turn_r2(model, sequences, train_mean: np.ndarray) -> float:
     return _pooled_r2(model.predict_next_many(sequences), [np.asarray(y)[1:] for _, y in sequences], train_mean)
 
 
-def next_turn_report(model, train_sequences, test_sequences, k: int, seed: int) -> dict[str, Any]:
-    """R^2 of the fitted `model` and of the baselines, all on the test sequences' turns 2..T.
+def _shuffled(sequences, seed: int):
+    """Each conversation with its turns (input and observation together) in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for u, y in sequences:
+        order = rng.permutation(len(y))
+        out.append((np.asarray(u)[order], np.asarray(y)[order]))
+    return out
 
-    "train_mean" is 0 by construction (it is the SST reference); "pca_rrr" (PCA + linear transition, the
-    LDS's initialisation) is reported too, since an LDS that does not beat it adds nothing.
+
+def _reversed(sequences):
+    return [(np.asarray(u)[::-1], np.asarray(y)[::-1]) for u, y in sequences]
+
+
+def _spaces(train_sequences, test_sequences, k: int):
+    """The three spaces predictions are scored in, as (name, transform of (predicted, test sequence), reference):
+    the full embedding space around the train mean; the change y_{t+1} - y_t around the train mean change; and
+    the top-k principal subspace of the train observations (around the train mean, so the reference is 0)."""
+    train_y = [np.asarray(y, dtype=np.float64) for _, y in train_sequences]
+    stacked = np.concatenate(train_y)
+    mean = stacked.mean(axis=0)
+    changes = [np.diff(y, axis=0) for y in train_y if len(y) > 1]
+    mean_change = np.concatenate(changes).mean(axis=0) if changes else np.zeros_like(mean)
+    _, _, vt = np.linalg.svd(stacked - mean, full_matrices=False)
+    basis = vt[: min(k, len(vt))].T  # dy x k
+
+    def full(predicted, y):
+        return predicted, y[1:]
+
+    def change(predicted, y):
+        return predicted - y[:-1], y[1:] - y[:-1]
+
+    def subspace(predicted, y):
+        return (predicted - mean) @ basis, (y[1:] - mean) @ basis
+
+    return [("full", full, mean), ("change", change, mean_change), ("subspace", subspace, np.zeros(basis.shape[1]))]
+
+
+def _interval(values) -> list[float]:
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def _bootstrap_r2(sums: np.ndarray, resamples: list[np.ndarray]) -> list[float]:
+    drawn = [sums[idx].sum(axis=0) for idx in resamples]
+    return _interval([1.0 - sse / sst if sst > 0 else 0.0 for sse, sst in drawn])
+
+
+def _paired(own: np.ndarray, other: np.ndarray, resamples: list[np.ndarray]) -> tuple[float, list[float]]:
+    """R^2(own) - R^2(other) on the same targets, = (SSE_other - SSE_own) / SST, with its paired interval."""
+
+    def difference(idx) -> float:
+        sst = own[idx, 1].sum()
+        return float((other[idx, 0].sum() - own[idx, 0].sum()) / sst) if sst > 0 else 0.0
+
+    return difference(np.arange(len(own))), _interval([difference(idx) for idx in resamples])
+
+
+def next_turn_report(
+    model, train_sequences, test_sequences, k: int, seed: int, comparisons: dict | None = None, n_boot: int = N_BOOT
+) -> dict[str, Any]:
+    """Held-out next-turn quality of the fitted `model` and of its baselines, all on the test sequences' turns
+    2..T, in three spaces (full, change, top-k subspace), each R^2 with a 95% bootstrap interval resampled by
+    conversation, and each method's paired R^2 difference to copy-last with its interval.
+
+    The flat keys ("model", "train_mean", "copy_last", "pca_no_dynamics", "pca_rrr", and one per entry of
+    `comparisons`: other fitted models, e.g. the same model without dynamics or fitted on shuffled turns)
+    are the full-space R^2s; "train_mean" is 0 there by construction (it is the SST reference).
     """
     train_mean = np.concatenate([np.asarray(y, dtype=np.float64) for _, y in train_sequences]).mean(axis=0)
-    targets = [np.asarray(y)[1:] for _, y in test_sequences]
+    test = [(u, np.asarray(y, dtype=np.float64)) for u, y in test_sequences]
     pca = PCAReducedRank(LDSConfig(k=k, seed=seed)).fit(train_sequences)
-    return {
+    predictions = {
+        "model": model.predict_next_many(test),
+        "train_mean": [np.broadcast_to(train_mean, (len(y) - 1, len(train_mean))) for _, y in test],
+        "copy_last": [y[:-1] for _, y in test],
+        "pca_no_dynamics": pca.predict_next_many(test, dynamics=False),
+        "pca_rrr": pca.predict_next_many(test),
+        **{name: other.predict_next_many(test) for name, other in (comparisons or {}).items()},
+    }
+    predicted_turns = int(sum(len(y) - 1 for _, y in test))
+    report: dict[str, Any] = {
         "method": model.method,
         "model_hash": model.model_hash,
-        "n_predicted_turns": int(sum(len(t) for t in targets)),
-        "model": next_turn_r2(model, test_sequences, train_mean),
-        "train_mean": _pooled_r2([np.broadcast_to(train_mean, t.shape) for t in targets], targets, train_mean),
-        "copy_last": _pooled_r2([np.asarray(y)[:-1] for _, y in test_sequences], targets, train_mean),
-        "pca_no_dynamics": _pooled_r2(pca.predict_next_many(test_sequences, dynamics=False), targets, train_mean),
-        "pca_rrr": _pooled_r2(pca.predict_next_many(test_sequences), targets, train_mean),
+        "n_test_sequences": len(test),
+        "n_predicted_turns": predicted_turns,
     }
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, len(test), len(test)) for _ in range(n_boot)]
+    spaces = {}
+    for space, transform, reference in _spaces(train_sequences, test, k):
+        sums = {}
+        for name, predicted in predictions.items():
+            pairs = [transform(np.asarray(p, dtype=np.float64), y) for p, (_, y) in zip(predicted, test, strict=True)]
+            sums[name] = _sums([p for p, _ in pairs], [t for _, t in pairs], reference)
+        entry = {}
+        for name, own in sums.items():
+            sse, sst = own.sum(axis=0)
+            result = {"r2": 1.0 - sse / sst if sst > 0 else float("nan")}
+            result["ci"] = _bootstrap_r2(own, resamples) if predicted_turns else None
+            others = ["copy_last"] + (["shuffled_order", "reversed_order"] if name == "model" else [])
+            for other in others:
+                if other != name and other in sums and predicted_turns:
+                    result[f"minus_{other}"], result[f"minus_{other}_ci"] = _paired(own, sums[other], resamples)
+            entry[name] = result
+        spaces[space] = entry
+        if space == "full":
+            report.update({name: result["r2"] for name, result in entry.items()})
+    report["spaces"] = spaces
+    report["log_likelihood_per_turn"] = {
+        name: float(m.score(test)) / sum(len(y) for _, y in test)
+        for name, m in {"model": model, **(comparisons or {})}.items()
+        if hasattr(m, "score")
+    }
+    return report
+
+
+def order_controls(fit, train_sequences, seed: int) -> dict[str, Any]:
+    """The same model fitted on turn-shuffled and on reversed training conversations: a latent whose
+    predictions do not need the order of the turns is not recurrent."""
+    return {"shuffled_order": fit(_shuffled(train_sequences, seed)), "reversed_order": fit(_reversed(train_sequences))}
+
+
+def verdicts(report: dict[str, Any]) -> list[str]:
+    """Plain-language claims, each with its number and interval; "no" where the interval does not exclude 0."""
+    lines = []
+    r2 = report.get("next_turn_r2") or {}
+    change = (r2.get("spaces") or {}).get("change") or {}
+    model = change.get("model") or {}
+    if model.get("minus_copy_last_ci"):
+        low, high = model["minus_copy_last_ci"]
+        lines.append(
+            f"beats copy-last on held-out turns: {'yes' if low > 0 else 'no'} (change R² {model['r2']:.3f}, "
+            f"difference {model['minus_copy_last']:+.4f} [{low:+.4f}, {high:+.4f}] on "
+            f"{r2.get('n_predicted_turns')} turns of {r2.get('n_test_sequences')} test conversations)"
+        )
+        if model.get("minus_shuffled_order_ci"):
+            low, high = model["minus_shuffled_order_ci"]
+            lines.append(
+                f"beats the same model fitted on shuffled turns (does it use their order?): "
+                f"{'yes' if low > 0 else 'no'} (change R² difference {model['minus_shuffled_order']:+.4f} "
+                f"[{low:+.4f}, {high:+.4f}])"
+            )
+    else:
+        lines.append("beats copy-last on held-out turns: not enough data (no test conversation has two turns)")
+    for target, probe in (report.get("probes") or {}).items():
+        latents = ((probe.get("features") or {}).get("latents_plus_tokens")) or {}
+        if probe.get("status") != "ok" or "delta_auc_ci" not in latents:
+            lines.append(f"adds to token counts for predicting {target}: not enough data")
+            continue
+        low, high = latents["delta_auc_ci"]
+        lines.append(
+            f"adds to token counts for predicting {target}: {'yes' if low > 0 else 'no'} "
+            f"(AUC {latents['delta_auc']:+.3f} [{low:+.3f}, {high:+.3f}])"
+        )
+    return lines
 
 
 # ---- probes -------------------------------------------------------------------------------------------------
@@ -93,10 +239,6 @@ def _metrics(codes: np.ndarray, prob: np.ndarray) -> tuple[float, float]:
     if prob.shape[1] == 2:
         return loss, float(roc_auc_score(codes, prob[:, 1]))
     return loss, float(roc_auc_score(codes, prob, multi_class="ovr", average="macro", labels=labels))
-
-
-def _interval(values: list[float]) -> list[float]:
-    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
 
 
 def probe_report(
