@@ -1,5 +1,7 @@
 """Shared fixtures. `hub_server`: a loopback Hub (tests/hub_server.py) that both HF libraries point at;
-`llama`: the llama.cpp server of the judge tests (tests/llm_server.py)."""
+`llama`: the llama.cpp server of the judge tests (tests/llm_server.py); `real_build`, `small_build` and
+`small_records`: the base-columns builds of real records that the judge and `label` tests read
+(tests/judge_helpers.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,31 @@ def llama(tmp_path_factory):
     server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_build(tmp_path_factory):
+    """3 real records of each source, no annotations."""
+    from judge_helpers import build_sources
+
+    return build_sources(
+        tmp_path_factory.mktemp("b") / "all3", ("chatbot_arena", "debate", "multi_character_dialogue"), 3
+    )
+
+
+@pytest.fixture(scope="session")
+def small_build(tmp_path_factory):
+    """3 arena and 3 dialogue records (short prompts: the fault tests stay fast)."""
+    from judge_helpers import build_sources
+
+    return build_sources(tmp_path_factory.mktemp("b") / "small", ("chatbot_arena", "multi_character_dialogue"), 3)
+
+
+@pytest.fixture(scope="session")
+def small_records(small_build):
+    from judge_helpers import records_of
+
+    return records_of(small_build)
 
 
 @pytest.fixture
