@@ -63,6 +63,14 @@ order, the first event where they match a non-null value winning):
 ``license``        provenance.source_license (default ``unknown — set mapping.license``)
 =================  ================================================================================
 
+Value specs: any option but ``records``, ``messages``, ``turns``, ``turn_index`` and ``skip`` may be a mapping
+instead of a path: exactly one source, ``path`` (as above), ``const`` (a constant for the source), ``join``
+(a list of paths whose values are joined with ``sep``, default ``:``) or ``by_position`` (speaker only: the
+i-th message's speaker is the (i mod n)-th name); then, in this order, ``regex`` (searched in the value; the
+value becomes ``group``, default the group named like the option, else group 1, else the whole match),
+``map`` ({found value: value}), ``default`` (when the regex does not match or the map lacks the value;
+without it the record is rejected) and ``at_least`` (a number >= it is true, below it false).
+
 Extras: in the grouped layout every field no path maps, with its nesting (a list of messages keeps its
 positions, null where a message was fully mapped); in the flat layout only ``unmapped_event_keys``, the
 keys seen in events that no path maps. ``skipped_messages`` is added when ``skip`` dropped any.

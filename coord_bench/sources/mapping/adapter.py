@@ -326,8 +326,11 @@ class Mapping(SourceAdapter):
             if any(self._matches(msg, fp, values, prefix, root) for fp, values in o.skip):
                 skipped += 1
                 continue
-            speaker, label = get_path(msg, o.speaker, msg_where, prefix, root)
-            speaker = identifier(speaker, label, "speaker", msg_where)
+            if o.speaker.by_position:
+                speaker = o.speaker.by_position[position % len(o.speaker.by_position)]
+            else:
+                speaker, label = get_path(msg, o.speaker, msg_where, prefix, root)
+                speaker = identifier(speaker, label, "speaker", msg_where)
             text, label = get_path(msg, o.text, msg_where, prefix, root)
             if not isinstance(text, str):
                 raise wrong_type(label, "text", msg_where, "text", text)

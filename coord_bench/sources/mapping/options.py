@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,14 +51,29 @@ REQUIRED = ("speaker", "text")  # may be a list of alternatives, never optional
 OPTIONS = (*PATH_OPTIONS, "files", "layout", "role_map", "skip", *SECTIONS, "interaction", "license")
 
 
+TRANSFORM_KEYS = ("path", "const", "join", "sep", "by_position", "regex", "group", "map", "default", "at_least")
+
+
 @dataclass(frozen=True)
 class FieldPath:
-    """One option's path: alternatives tried in order; ``optional`` when it may match nothing."""
+    """One option's value: paths tried in order (``optional`` when they may match nothing), or a constant, or
+    paths joined into one text, or a name by message position; then, in this order, a regex's group, a value
+    map and a number-to-boolean threshold (see the package docstring)."""
 
     option: str
     alternatives: tuple[tuple[str, ...], ...]
     optional: bool = False
     may_be_optional: bool = True  # whether a trailing '?' is allowed (and so worth suggesting)
+    const: Any = None  # the value itself, when ``is_const``
+    is_const: bool = False
+    join: str | None = None  # separator: every path's value, joined (instead of the first that matches)
+    by_position: tuple[str, ...] = ()  # the speaker of the i-th message is by_position[i % n]
+    regex: re.Pattern | None = None
+    group: str | int | None = None  # the regex group that is the value (default: the option's name, else 1, else 0)
+    value_map: dict[str, Any] | None = None  # found value (as text) -> value
+    default: Any = None  # when the regex does not match or the map lacks the value, if ``has_default`` (else
+    has_default: bool = False  # the record is rejected)
+    at_least: float | None = None  # a number >= at_least is true, below it false
 
     @property
     def shown(self) -> str:
@@ -90,6 +106,8 @@ class MappingOptions:
 
 
 def _field_path(option: str, value: Any, errors: list[str]) -> FieldPath | None:
+    if isinstance(value, dict) and option not in STRUCTURE and option != "skip":
+        return _value_spec(option, value, errors)
     structural = option in STRUCTURE
     items = value if isinstance(value, list) and not structural else [value]
     if not items or not all(isinstance(item, str) for item in items):
@@ -109,6 +127,82 @@ def _field_path(option: str, value: Any, errors: list[str]) -> FieldPath | None:
             return None
         alternatives.append(segments)
     return FieldPath(option, tuple(alternatives), optional, not (structural or option in REQUIRED))
+
+
+def _value_spec(option: str, spec: dict[str, Any], errors: list[str]) -> FieldPath | None:
+    """A value given as ``{path | const | join | by_position: ..., regex, group, map, default, at_least}``."""
+    where = f"mapping.{option}"
+    unknown = sorted(set(spec) - set(TRANSFORM_KEYS))
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; keys are: {', '.join(TRANSFORM_KEYS)}")
+        return None
+    sources = [key for key in ("path", "const", "join", "by_position") if key in spec]
+    if len(sources) != 1:
+        errors.append(f"{where}: give exactly one of path, const, join, by_position (found {sources or 'none'})")
+        return None
+    fields: dict[str, Any] = {}
+    if "path" in spec:
+        base = _field_path(option, spec["path"], errors)
+        if base is None:
+            return None
+        fields.update(alternatives=base.alternatives, optional=base.optional, may_be_optional=base.may_be_optional)
+    elif "const" in spec:
+        fields.update(alternatives=(), const=spec["const"], is_const=True, may_be_optional=False)
+    elif "join" in spec:
+        parts = spec["join"]
+        if not isinstance(parts, list) or len(parts) < 2 or not all(isinstance(p, str) for p in parts):
+            errors.append(f"{where}.join: expected a list of two or more field paths, found {parts!r}")
+            return None
+        joined = [_field_path(option, part, errors) for part in parts]
+        if None in joined:
+            return None
+        sep = spec.get("sep", ":")
+        if not isinstance(sep, str):
+            errors.append(f"{where}.sep: expected text, found {sep!r}")
+            return None
+        optional = any(part.optional for part in joined)
+        fields.update(alternatives=tuple(p.alternatives[0] for p in joined), join=sep, optional=optional)
+    else:
+        names = spec["by_position"]
+        if option != "speaker":
+            errors.append(f"{where}.by_position: only the speaker can be given by message position")
+            return None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+            errors.append(f"{where}.by_position: expected a list of speaker names, found {names!r}")
+            return None
+        fields.update(alternatives=(), by_position=tuple(names), may_be_optional=False)
+    if "regex" in spec:
+        try:
+            fields["regex"] = re.compile(spec["regex"])
+        except (re.error, TypeError) as err:
+            errors.append(f"{where}.regex: not a regular expression ({err}): {spec['regex']!r}")
+            return None
+        pattern, group, name = fields["regex"], spec.get("group"), option.rsplit(".", 1)[-1]
+        if group is None:
+            group = name if name in pattern.groupindex else (1 if pattern.groups else 0)
+        valid = group in pattern.groupindex if isinstance(group, str) else 0 <= group <= pattern.groups
+        if isinstance(group, bool) or not isinstance(group, (str, int)) or not valid:
+            errors.append(f"{where}.group: {group!r} is not a group of the regex")
+            return None
+        fields["group"] = group
+    elif "group" in spec:
+        errors.append(f"{where}.group: needs a regex")
+    if "map" in spec:
+        if not isinstance(spec["map"], dict) or not spec["map"]:
+            errors.append(f"{where}.map: expected {{found value: value}}, found {spec['map']!r}")
+            return None
+        fields["value_map"] = {str(k): v for k, v in spec["map"].items()}
+    if "default" in spec:
+        if "map" not in spec and "regex" not in spec:
+            errors.append(f"{where}.default: needs a regex or a map (the value when it does not match)")
+        fields.update(default=spec["default"], has_default=True)
+    if "at_least" in spec:
+        threshold = spec["at_least"]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            errors.append(f"{where}.at_least: expected a number, found {threshold!r}")
+            return None
+        fields["at_least"] = float(threshold)
+    return FieldPath(option, **fields)
 
 
 def parse_mapping(options: Any) -> MappingOptions:

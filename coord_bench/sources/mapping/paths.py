@@ -54,7 +54,73 @@ def _walk(value: Any, segments: tuple[str, ...], prefix: str, root: str) -> tupl
 
 
 def try_path(container: Any, fp: FieldPath, prefix: str = "", root: str = "the record") -> tuple[bool, Any, str, str]:
-    """(matched, value, label of the path used, why not): the first alternative with a non-null value wins."""
+    """(matched, value, label of the path used, why not): the first alternative with a non-null value wins
+    (a constant, or every path's value joined, when the option says so), then the option's transforms."""
+    if fp.is_const:
+        return True, transform(fp.const, fp, f"{fp.option} (constant)"), f"{fp.option} (constant)", ""
+    if fp.join is not None:
+        return _joined(container, fp, prefix, root)
+    found, value, label, why = _first(container, fp, prefix, root)
+    return found, (transform(value, fp, label) if found else value), label, why
+
+
+def _joined(container: Any, fp: FieldPath, prefix: str, root: str) -> tuple[bool, Any, str, str]:
+    parts, labels = [], []
+    for alt in fp.alternatives:
+        label = ".".join((prefix, *alt)) if prefix else ".".join(alt)
+        found, value, why = _walk(container, alt, prefix, root)
+        if not found:
+            return False, None, label, why
+        if value is None:
+            return True, None, label, ""
+        if isinstance(value, (dict, list, bool)):
+            raise wrong_type(label, fp.option, root, "text or a number to join", value)
+        parts.append(str(value))
+        labels.append(label)
+    label = " + ".join(labels)
+    return True, transform(fp.join.join(parts), fp, label), label, ""
+
+
+def transform(value: Any, fp: FieldPath, label: str) -> Any:
+    """The option's regex group, value map and threshold applied to a found value (null stays null)."""
+    if value is None:
+        return None
+    if fp.regex is not None:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise wrong_type(label, fp.option, "the record", "text for the regex", value)
+        match = fp.regex.search(str(value))
+        if match is None and fp.has_default:
+            return fp.default
+        if match is None:
+            raise Reject(
+                f"field '{label}' ({fp.option}): {_show(value)} does not match the regex {fp.regex.pattern!r}",
+                field=label,
+                kind="unknown_value",
+            )
+        value = match.group(fp.group)
+        if value is None:
+            return None
+    if fp.value_map is not None:
+        key = value if isinstance(value, str) else json.dumps(value)
+        if key in fp.value_map:
+            value = fp.value_map[key]
+        elif fp.has_default:
+            return fp.default
+        else:
+            raise Reject(
+                f"field '{label}' ({fp.option}): {_show(value)} is not in the map (keys: "
+                f"{', '.join(list(fp.value_map)[:12])}); add it or give a default",
+                field=label,
+                kind="unknown_value",
+            )
+    if fp.at_least is not None and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong_type(label, fp.option, "the record", f"a number to compare with {fp.at_least:g}", value)
+        value = value >= fp.at_least
+    return value
+
+
+def _first(container: Any, fp: FieldPath, prefix: str, root: str) -> tuple[bool, Any, str, str]:
     first_null, reasons = None, []
     for alt in fp.alternatives:
         label = ".".join((prefix, *alt)) if prefix else ".".join(alt)
