@@ -137,3 +137,16 @@ def test_invalid_value_specs_are_refused_naming_the_key(speaker, message):
 def test_only_the_speaker_can_be_given_by_position():
     with pytest.raises(ValueError, match="mapping.text.by_position: only the speaker"):
         check_mapping({"messages": "m", "speaker": "s", "text": {"by_position": ["a"]}})
+
+
+def test_long_keys_are_cut_in_messages(tmp_path):
+    root = tmp_path / "qa"
+    root.mkdir()
+    question = "What is the capital of a country whose name is long enough to fill a line? " * 3
+    (root / "qa.jsonl").write_text(json.dumps({"id": "q1", question: [], "messages": []}) + "\n")
+    out, _ = build(tmp_path, root, {"files": "*.jsonl", "conversation_id": "id", "messages": "turns",
+                                    "speaker": "s", "text": "t"})  # fmt: skip
+    [reject] = rejects(out)
+    assert "'turns' is not a key of the record (keys: id, What is the capital of a country whos..., messages)" in (
+        reject["reason"]
+    )

@@ -22,7 +22,8 @@ def _show(value: Any) -> str:
 
 
 def _keys(obj: dict[str, Any]) -> str:
-    keys = [str(k) for k in obj]
+    """The keys of an object for a message, each cut to 40 characters (keys may be whole question texts)."""
+    keys = [str(k) if len(str(k)) <= 40 else str(k)[:37] + "..." for k in obj]
     if not keys:
         return "it is empty"
     return "keys: " + ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
