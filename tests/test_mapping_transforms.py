@@ -150,3 +150,32 @@ def test_long_keys_are_cut_in_messages(tmp_path):
     assert "'turns' is not a key of the record (keys: id, What is the capital of a country whos..., messages)" in (
         reject["reason"]
     )
+
+
+def test_a_collection_keyed_by_question_text_maps_each_value_to_a_conversation(tmp_path):
+    """Research code often saves {question: [contexts, answer]}: the records are the values, the key the id."""
+    root = tmp_path / "debates"
+    root.mkdir()
+    said = [{"agent": "a1", "text": "It is 4."}, {"agent": "a2", "text": "4, agreed."}]
+    collection = {"What is 2+2?": [said, "4"], "Is 3.5 > 3?": [said[:1], "yes"]}
+    (root / "out.json").write_text(json.dumps(collection))
+    mapping = {"files": "*.json", "records": ".", "conversation_id": "key", "messages": "value.0",
+               "speaker": "agent", "text": "text", "task": {"input": "key"},
+               "outcome": {"final_answer": "value.1"}}  # fmt: skip
+    out, manifest = build(tmp_path, root, mapping)
+    assert_accounted(manifest, read=2, normalized=2)
+    rows = records(out)
+    assert set(rows) == {"What is 2+2?", "Is 3.5 > 3?"}  # keys with dots are fine as values
+    assert rows["What is 2+2?"]["task"]["input"] == "What is 2+2?"
+    assert rows["What is 2+2?"]["outcome"]["final_answer"] == "4" and rows["Is 3.5 > 3?"]["n_messages"] == 1
+
+
+def test_a_dot_inside_a_key_is_escaped_in_the_path(tmp_path):
+    root = tmp_path / "runs"
+    root.mkdir()
+    line = {"id": "r1", "meta": {"v1.2": "the task"}, "messages": [{"s": "a", "t": "hi"}]}
+    (root / "r.jsonl").write_text(json.dumps(line) + "\n")
+    mapping = {"files": "*.jsonl", "conversation_id": "id", "messages": "messages", "speaker": "s", "text": "t",
+               "task": {"input": "meta.v1\\.2"}}  # fmt: skip
+    out, _ = build(tmp_path, root, mapping)
+    assert records(out)["r1"]["task"]["input"] == "the task"

@@ -6,7 +6,8 @@ may also be a list of paths, tried in order: the first that matches a non-null v
 A path that matches nothing rejects the record, naming the path, the first missing key and the record; end
 it with ``?`` where the field may be absent (its value is then null; quote such a path inside YAML braces:
 ``{decision_success: "success?"}``). A null on the way (``outcome: null`` for ``outcome.answer``) is a
-match with a null value. ``check_mapping`` refuses invalid options before anything is read.
+match with a null value. A dot inside a key is written ``\\.`` (``meta.v1\\.2`` is key ``v1.2`` of ``meta``).
+``check_mapping`` refuses invalid options before anything is read.
 
 Layouts:
 
@@ -29,8 +30,11 @@ order, the first event where they match a non-null value winning):
                    (``**/*.json``, ``**/*.jsonl``, ``**/*.jsonl.gz``, ``**/*.json.gz``, ``**/*.ndjson``,
                    ``**/*.parquet``)
 ``records``        path, in each top-level value of a file, to the list of records (``conversations``
-                   for ``{"conversations": [...]}``); default: each top-level value is a record. With it,
-                   a locator's index counts records in the file. Fields beside the list are not kept.
+                   for ``{"conversations": [...]}``), or to an object whose values are the records (a
+                   collection keyed by id: each record is then read as ``{key, value}``, so paths start
+                   with ``key`` or ``value``); ``.`` is the top-level value itself; default: each
+                   top-level value is a record. With it, a locator's index counts records in the file.
+                   Fields beside the list are not kept.
 ``layout``         ``grouped`` or ``flat``
 ``conversation_id`` conversation: the conversation id, required for ``flat``. It is the source id and the
                    record id ``<source>:<id>``; without it, 16 hex digits of a content hash

@@ -134,8 +134,12 @@ class Mapping(SourceAdapter):
                 reject = missing_field(fp, why, where, label)
                 yield n, ReadFailure(reject.reason, reject.field, reject.kind)
                 n += 1
+            elif isinstance(items, dict):  # a collection keyed by id: each record is read as {key, value}
+                for key, item in items.items():
+                    yield n, {"key": key, "value": item}
+                    n += 1
             elif not isinstance(items, list):
-                reject = wrong_type(label, "records", where, "a list of records", items)
+                reject = wrong_type(label, "records", where, "a list of records or an object of them", items)
                 yield n, ReadFailure(reject.reason, reject.field, reject.kind)
                 n += 1
             else:

@@ -121,7 +121,10 @@ def _field_path(option: str, value: Any, errors: list[str]) -> FieldPath | None:
             if structural or option in REQUIRED:
                 errors.append(f"mapping.{option}: {item!r} cannot be optional (drop the trailing '?')")
             optional, text = True, text[:-1]
-        segments = tuple(text.split("."))
+        if option == "records" and text == ".":
+            alternatives.append(())  # the top-level value itself
+            continue
+        segments = tuple(part.replace("\\.", ".") for part in re.split(r"(?<!\\)\.", text))
         if not text or not all(segments):
             errors.append(f"mapping.{option}: {item!r} is not a field path (keys separated by single dots)")
             return None
