@@ -101,7 +101,7 @@ def test_without_a_coordinator_the_report_says_no():
     report = next_turn_report(model, train, test, k=2, seed=0)
     low, high = report["spaces"]["change"]["model"]["minus_copy_last_ci"]
     assert low <= 0 <= high or high < 0
-    assert verdicts({"next_turn_r2": report})[0].startswith("beats copy-last on held-out turns: no")
+    assert verdicts({"next_turn_r2": report})[0].startswith("beats copy-last on held-out turns: no evidence")
     assert report["model"] >= report["copy_last"] - (high - low)  # nested: it can only lose by overfitting
 
 

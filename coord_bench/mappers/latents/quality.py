@@ -173,7 +173,7 @@ def order_controls(fit, train_sequences, seed: int) -> dict[str, Any]:
 
 
 def verdicts(report: dict[str, Any]) -> list[str]:
-    """Plain-language claims, each with its number and interval; "no" where the interval does not exclude 0."""
+    """Plain-language claims, each with its number and interval; "no evidence" unless the interval excludes 0."""
     lines = []
     r2 = report.get("next_turn_r2") or {}
     change = (r2.get("spaces") or {}).get("change") or {}
@@ -181,7 +181,7 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     if model.get("minus_copy_last_ci"):
         low, high = model["minus_copy_last_ci"]
         lines.append(
-            f"beats copy-last on held-out turns: {'yes' if low > 0 else 'no'} (change R² {model['r2']:.3f}, "
+            f"beats copy-last on held-out turns: {'yes' if low > 0 else 'no evidence'} (change R² {model['r2']:.3f}, "
             f"difference {model['minus_copy_last']:+.4f} [{low:+.4f}, {high:+.4f}] on "
             f"{r2.get('n_predicted_turns')} turns of {r2.get('n_test_sequences')} test conversations)"
         )
@@ -189,7 +189,7 @@ def verdicts(report: dict[str, Any]) -> list[str]:
             low, high = model["minus_shuffled_order_ci"]
             lines.append(
                 f"beats the same model fitted on shuffled turns (does it use their order?): "
-                f"{'yes' if low > 0 else 'no'} (change R² difference {model['minus_shuffled_order']:+.4f} "
+                f"{'yes' if low > 0 else 'no evidence'} (change R² difference {model['minus_shuffled_order']:+.4f} "
                 f"[{low:+.4f}, {high:+.4f}])"
             )
     else:
@@ -201,7 +201,7 @@ def verdicts(report: dict[str, Any]) -> list[str]:
             continue
         low, high = latents["delta_auc_ci"]
         lines.append(
-            f"adds to token counts for predicting {target}: {'yes' if low > 0 else 'no'} "
+            f"adds to token counts for predicting {target}: {'yes' if low > 0 else 'no evidence'} "
             f"(AUC {latents['delta_auc']:+.3f} [{low:+.3f}, {high:+.3f}])"
         )
     return lines
