@@ -119,7 +119,7 @@ def _normalize_into(
                 bar.update()
                 try:
                     record = adapter.normalize(raw)
-                    _check(record, seen_ids)
+                    _check(record, seen_ids, adapter.DUPLICATE_HINT)
                 except Reject as reject:
                     _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(raw), reject)
                     continue
@@ -153,13 +153,13 @@ def _reject(
     write_reject(rejects, source, locator, reject, payload)
 
 
-def _check(record: dict[str, Any], seen_ids: dict[str, str]) -> None:
-    """Reject records the schema refuses and second copies of an id."""
+def _check(record: dict[str, Any], seen_ids: dict[str, str], hint: str) -> None:
+    """Reject records the schema refuses and second copies of an id (``hint``: the adapter's way out)."""
     problems = list(record_problems(record))
     if problems:
         raise schema_reject("the normalized record breaks the schema: ", problems)
     if record["id"] in seen_ids:
-        raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {record['id']})", kind="duplicate")
+        raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {record['id']}){hint}", kind="duplicate")
 
 
 def _raw_payload(raw: RawRecord) -> dict[str, Any]:

@@ -179,3 +179,18 @@ def test_a_dot_inside_a_key_is_escaped_in_the_path(tmp_path):
                "task": {"input": "meta.v1\\.2"}}  # fmt: skip
     out, _ = build(tmp_path, root, mapping)
     assert records(out)["r1"]["task"]["input"] == "the task"
+
+
+def test_a_duplicate_id_suggests_joining_the_trial_and_grouping_by_task(tmp_path):
+    runs = orchestrator_runs()
+    mapping = {**yaml.safe_load(ORCHESTRATOR_MAPPING), "conversation_id": "task_id"}  # t1 has two trials
+    out, manifest = build(tmp_path, write_runs(tmp_path / "runs", runs), mapping)
+    assert_accounted(manifest, read=3, normalized=2)
+    [reject] = rejects(out)
+    assert reject["reason"].startswith("duplicate of runs.jsonl#0 (same id my_logs:t1); if these are runs (trials)")
+    assert "conversation_id: {join: [task_id, trial]}" in reject["reason"] and "group_by: task_id" in reject["reason"]
+
+    grouped = {**mapping, "conversation_id": {"join": ["task_id", "trial"]}, "group_by": "task_id"}
+    out, manifest = build(tmp_path / "grouped", write_runs(tmp_path / "runs2", runs), grouped)
+    rows = records(out)
+    assert len(rows) == 3 and rows["t1:0"]["split_group"] == rows["t1:1"]["split_group"] != rows["t2:0"]["split_group"]

@@ -180,6 +180,7 @@ class SourceAdapter(ABC):
     SUMMARY: ClassVar[str] = ""
     CAVEATS: ClassVar[tuple[str, ...]] = ()
     GROUP_KEY: ClassVar[str] = ""
+    DUPLICATE_HINT: ClassVar[str] = ""  # appended to a duplicate id's reject: how a recipe can tell them apart
     TAGS: ClassVar[tuple[str, ...]] = ()  # Hub tags a card gets when a build holds this source
     MULTILINGUAL: ClassVar[bool] = False  # records in many languages (the card's `multilinguality`)
 

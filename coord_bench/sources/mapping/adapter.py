@@ -48,6 +48,10 @@ class Mapping(SourceAdapter):
     SUMMARY = "multi-agent logs mapped by field paths from a recipe's mapping section"
     CAVEATS = ("its meaning depends on the mapping recipe recorded in the Rebuild section",)
     GROUP_KEY = "mapping.group_by, else the normalized task input, else the conversation id"
+    DUPLICATE_HINT = (
+        "; if these are runs (trials) of one task, make the id unique, e.g. conversation_id: "
+        "{join: [task_id, trial]}, and keep them in one split group with group_by: task_id"
+    )
     FIELD_MAP = {
         "mapping.conversation_id": "source_id; id = '<source>:<conversation id>' (without it: a content hash)",
         "mapping.messages / mapping.turns": "turns[].messages (turns: one turn each)",
