@@ -222,17 +222,47 @@ def to_plan(
     )
 
 
-def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLock | None = None) -> str:
-    """What a build of this recipe would download, build and spend; reads nothing, fetches nothing.
+PREVIEW_RECORDS = 3
 
-    For Hub sources it says the commit the ``lock`` pins, or that none is locked yet."""
+
+def mapping_preview(name: str, root: Path, mapping: Any) -> str:
+    """One line on how a local mapping source maps: its first mapped conversation (speakers, turns, outcome),
+    or, when none of its first records maps, the first one's reject, so a recipe is fixed before a build."""
+    from coord_bench.sources import Reject, SourceSpec
+
+    spec = SourceSpec(name=name, adapter="mapping", root=root, dataset="local", options={"mapping": mapping})
+    first_failure = None
+    try:
+        adapter = ADAPTERS["mapping"](spec)
+        for n, raw in enumerate(adapter.iter_raw()):
+            if n >= PREVIEW_RECORDS:
+                break
+            try:
+                record = adapter.normalize(raw)
+            except Reject as reject:
+                first_failure = first_failure or f"record {raw.locator} is rejected: {reject.reason}"
+                continue
+            speakers = ", ".join(a["agent_id"] for a in record["agents"])
+            outcome = {k: v for k, v in record["outcome"].items() if v is not None}
+            return (f"preview: {record['id']} maps to {record['n_turns']} turns, {record['n_messages']} messages, "
+                    f"speakers {speakers}; outcome {json.dumps(outcome, default=str)}")  # fmt: skip
+    except (OSError, ValueError) as err:
+        return f"preview: cannot read the source ({err})"
+    return f"preview: {first_failure}" if first_failure else "preview: no record found (check mapping.files)"
+
+
+def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLock | None = None) -> str:
+    """What a build of this recipe would download, build and spend; downloads nothing, spends nothing.
+
+    For Hub sources it says the commit the ``lock`` pins, or that none is locked yet; a local mapping source
+    gets a preview of its first records (``mapping_preview``)."""
     from coord_bench.locate import hub_patterns
 
     lines = [f"recipe {origin} (resolved sha256 {recipe_hash(recipe)[:16]})", "sources:"]
     for source in recipe["sources"]:
         cls = ADAPTERS[source.get("adapter", source["name"])]
         location = source_location(source)
-        locked = None
+        locked = preview = None
         if location.get("hub"):
             configs = (source.get("filters") or {}).get("configs")
             files = ", ".join(hub_patterns(cls.name, configs))
@@ -246,12 +276,16 @@ def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLo
             )
         elif location.get("path"):
             where = f"read local folder {location['path']}"
+            if cls.name == "mapping":
+                preview = mapping_preview(source["name"], Path(location["path"]), source.get("mapping"))
         else:
             where = "read the embedded sample (offline)"
         filters = source.get("filters")
         lines.append(f"  {source['name']:<26} adapter {cls.name:<26} {where}")
         if locked:
             lines.append(f"  {'':<26} lock: {locked}")
+        if preview:
+            lines.append(f"  {'':<26} {preview}")
         if filters:
             lines.append(f"  {'':<26} filters {json.dumps(filters)}")
     configs, default = configs_of(recipe)

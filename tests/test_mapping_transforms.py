@@ -194,3 +194,22 @@ def test_a_duplicate_id_suggests_joining_the_trial_and_grouping_by_task(tmp_path
     out, manifest = build(tmp_path / "grouped", write_runs(tmp_path / "runs2", runs), grouped)
     rows = records(out)
     assert len(rows) == 3 and rows["t1:0"]["split_group"] == rows["t1:1"]["split_group"] != rows["t2:0"]["split_group"]
+
+
+def test_a_dry_run_previews_the_first_mapped_conversation_or_the_first_failure(tmp_path, capsys):
+    root = write_runs(tmp_path / "runs", orchestrator_runs())
+    recipe = {"name": "team", "sources": [{"name": "team_logs", "adapter": "mapping", "location": {"path": str(root)},
+                                           "mapping": yaml.safe_load(ORCHESTRATOR_MAPPING)}]}  # fmt: skip
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["build", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert ("preview: team_logs:t1#0 maps to 5 turns, 5 messages, speakers user, Orchestrator, WebSurfer; "
+            'outcome {"decision_success": true}') in out  # fmt: skip
+    assert not (tmp_path / "out").exists() and "dry run: nothing was downloaded, built or spent" in out
+
+    recipe["sources"][0]["mapping"]["text"] = "body"  # wrong: the messages hold 'content'
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["build", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "preview: record runs.jsonl#0 is rejected: field path 'body' (text) matches nothing" in out
