@@ -455,7 +455,9 @@ def _latent_r2(plt, out: Path, quality: dict[str, Any], relative: str, about: st
     caption = (
         f"Held-out one-step-ahead R² of the latent model ({section.get('method')}) and its baselines on "
         f"{section.get('n_predicted_turns')} predicted turns, pooled around the train mean (so train_mean is 0), "
-        f"from {relative}{about}; the report gives no intervals for these."
+        f"from {relative}{about}; "
+        + ("bars: 95% bootstrap intervals over test conversations." if section.get("spaces")
+           else "the report gives no intervals for these.")  # fmt: skip
     )
     if not_finite:
         caption += " Not a finite number, not drawn: " + ", ".join(not_finite) + "."
