@@ -64,17 +64,31 @@ def _reversed(sequences):
     return [(np.asarray(u)[::-1], np.asarray(y)[::-1]) for u, y in sequences]
 
 
+def train_moments(sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean turn, mean turn-to-turn change, covariance of the turns) of training sequences, summed one
+    sequence at a time in float64: no copy of the whole corpus, whose size grows with it."""
+    n = n_changes = 0
+    total = change_total = gram_total = None
+    for _, y in sequences:
+        y = np.asarray(y, dtype=np.float64)
+        if total is None:
+            total, change_total = np.zeros(y.shape[1]), np.zeros(y.shape[1])
+            gram_total = np.zeros((y.shape[1], y.shape[1]))
+        n, total, gram_total = n + len(y), total + y.sum(axis=0), gram_total + y.T @ y
+        if len(y) > 1:
+            n_changes, change_total = n_changes + len(y) - 1, change_total + (y[-1] - y[0])  # the changes telescope
+    mean = total / n
+    mean_change = change_total / n_changes if n_changes else np.zeros_like(mean)
+    return mean, mean_change, gram_total / n - np.outer(mean, mean)
+
+
 def _spaces(train_sequences, test_sequences, k: int):
     """The three spaces predictions are scored in, as (name, transform of (predicted, test sequence), reference):
     the full embedding space around the train mean; the change y_{t+1} - y_t around the train mean change; and
     the top-k principal subspace of the train observations (around the train mean, so the reference is 0)."""
-    train_y = [np.asarray(y, dtype=np.float64) for _, y in train_sequences]
-    stacked = np.concatenate(train_y)
-    mean = stacked.mean(axis=0)
-    changes = [np.diff(y, axis=0) for y in train_y if len(y) > 1]
-    mean_change = np.concatenate(changes).mean(axis=0) if changes else np.zeros_like(mean)
-    _, _, vt = np.linalg.svd(stacked - mean, full_matrices=False)
-    basis = vt[: min(k, len(vt))].T  # dy x k
+    mean, mean_change, covariance = train_moments(train_sequences)
+    values, vectors = np.linalg.eigh(covariance)
+    basis = vectors[:, np.argsort(-values, kind="stable")[: min(k, len(values))]]  # dy x k
 
     def full(predicted, y):
         return predicted, y[1:]
@@ -118,7 +132,7 @@ def next_turn_report(
     `comparisons`: other fitted models, e.g. the same model without dynamics or fitted on shuffled turns)
     are the full-space R^2s; "train_mean" is 0 there by construction (it is the SST reference).
     """
-    train_mean = np.concatenate([np.asarray(y, dtype=np.float64) for _, y in train_sequences]).mean(axis=0)
+    train_mean = train_moments(train_sequences)[0]
     test = [(u, np.asarray(y, dtype=np.float64)) for u, y in test_sequences]
     pca = PCAReducedRank(LDSConfig(k=k, seed=seed)).fit(train_sequences)
     predictions = {

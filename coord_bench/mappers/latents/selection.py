@@ -32,14 +32,14 @@ def select(
     fit: Callable[[int, int | None], Any], train, validation, pairs: list[tuple[int, int | None]]
 ) -> tuple[Any, dict[str, Any]]:
     """The fitted model of the best (k, r) and the record of the choice (criterion, every candidate's score)."""
-    from coord_bench.mappers.latents.quality import next_turn_r2  # sklearn: only when a model is fitted
+    from coord_bench.mappers.latents.quality import next_turn_r2, train_moments  # sklearn: only when fitting
 
     scored = [s for s in validation if len(s[1]) > 1]
     if len(pairs) == 1 or not scored:
         k, r = (DEFAULT_K, None) if (DEFAULT_K, None) in pairs else pairs[0]
         reason = "one candidate" if len(pairs) == 1 else "no validation conversation has two turns: nothing chosen"
         return fit(k, r), {"criterion": None, "reason": reason, "chosen": {"k": k, "r": r}, "candidates": []}
-    train_mean = np.concatenate([np.asarray(y, dtype=np.float64) for _, y in train]).mean(axis=0)
+    train_mean = train_moments(train)[0]
     table, best = [], None
     for k, r in pairs:
         model = fit(k, r)
