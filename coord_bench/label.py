@@ -116,7 +116,7 @@ def _estimate(records: BuiltFolderInput, judge: JudgeMapper) -> dict[str, Any]:
         records.stage_records(corpus)
         corpus.close_writing()
         judge.plan(corpus)
-        judge.resolve_prices_sync()
+        judge.runner.resolve_prices_sync()
         return judge.estimate()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -95,7 +95,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, dict):
             raise refuse("{model: {prompt: USD_PER_1M, completion: USD_PER_1M}}")
         return value
-    if isinstance(default, bool) or name == "both_orders":
+    if isinstance(default, bool):
         if not isinstance(value, bool):
             raise refuse("true or false")
         return value

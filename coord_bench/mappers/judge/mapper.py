@@ -131,10 +131,6 @@ class JudgeMapper(Layer):
             "ledger": self.budget.totals(),
         }
 
-    def resolve_prices_sync(self) -> None:
-        """Prices for a dry run (costs no call)."""
-        self.runner.resolve_prices_sync()
-
     # -- running ---------------------------------------------------------------------------------------------
 
     def prepare(self, corpus: Any) -> None:

@@ -36,7 +36,8 @@ class PCAReducedRank(ArtifactModel):
         self.dims: dict[str, int] = {}
         self.log_likelihoods: list[float] = []  # none: not a likelihood fit; kept for a uniform interface
 
-    def fit(self, sequences: list[tuple[np.ndarray, np.ndarray]]) -> PCAReducedRank:
+    def fit(self, sequences: list[tuple[np.ndarray, np.ndarray]], validation=None) -> PCAReducedRank:
+        """Closed form, so ``validation`` (taken for the models' common interface) has nothing to stop early."""
         return self.fit_packed(PackedSequences.build(sequences))
 
     def fit_packed(self, data: PackedSequences) -> PCAReducedRank:

@@ -137,7 +137,7 @@ class LatentsMapper(Layer):
         from coord_bench.mappers.latents import MODELS, LDSConfig
 
         model = MODELS[method or self.config.method](LDSConfig(k=k, r=r, seed=seed, max_iter=self.config.max_iter))
-        return model.fit(train) if model.method == "pca-rrr" else model.fit(train, validation)
+        return model.fit(train, validation)
 
     def prepare(self, corpus) -> None:
         if self.context.out_dir is None:

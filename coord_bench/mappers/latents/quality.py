@@ -64,29 +64,31 @@ def _reversed(sequences):
     return [(np.asarray(u)[::-1], np.asarray(y)[::-1]) for u, y in sequences]
 
 
-def train_moments(sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean turn, mean turn-to-turn change, covariance of the turns) of training sequences, summed one
-    sequence at a time in float64: no copy of the whole corpus, whose size grows with it."""
+def train_moments(sequences, covariance: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(mean turn, mean turn-to-turn change, covariance of the turns, or None without ``covariance``) of
+    training sequences, summed one sequence at a time in float64: no copy of the corpus, which grows."""
     n = n_changes = 0
     total = change_total = gram_total = None
     for _, y in sequences:
         y = np.asarray(y, dtype=np.float64)
         if total is None:
             total, change_total = np.zeros(y.shape[1]), np.zeros(y.shape[1])
-            gram_total = np.zeros((y.shape[1], y.shape[1]))
-        n, total, gram_total = n + len(y), total + y.sum(axis=0), gram_total + y.T @ y
+            gram_total = np.zeros((y.shape[1], y.shape[1])) if covariance else None
+        n, total = n + len(y), total + y.sum(axis=0)
+        if covariance:
+            gram_total += y.T @ y
         if len(y) > 1:
             n_changes, change_total = n_changes + len(y) - 1, change_total + (y[-1] - y[0])  # the changes telescope
     mean = total / n
     mean_change = change_total / n_changes if n_changes else np.zeros_like(mean)
-    return mean, mean_change, gram_total / n - np.outer(mean, mean)
+    return mean, mean_change, (gram_total / n - np.outer(mean, mean)) if covariance else None
 
 
-def _spaces(train_sequences, test_sequences, k: int):
+def _spaces(moments: tuple[np.ndarray, np.ndarray, np.ndarray], k: int):
     """The three spaces predictions are scored in, as (name, transform of (predicted, test sequence), reference):
     the full embedding space around the train mean; the change y_{t+1} - y_t around the train mean change; and
     the top-k principal subspace of the train observations (around the train mean, so the reference is 0)."""
-    mean, mean_change, covariance = train_moments(train_sequences)
+    mean, mean_change, covariance = moments
     values, vectors = np.linalg.eigh(covariance)
     basis = vectors[:, np.argsort(-values, kind="stable")[: min(k, len(values))]]  # dy x k
 
@@ -132,7 +134,8 @@ def next_turn_report(
     `comparisons`: other fitted models, e.g. the same model without dynamics or fitted on shuffled turns)
     are the full-space R^2s; "train_mean" is 0 there by construction (it is the SST reference).
     """
-    train_mean = train_moments(train_sequences)[0]
+    moments = train_moments(train_sequences)
+    train_mean = moments[0]
     test = [(u, np.asarray(y, dtype=np.float64)) for u, y in test_sequences]
     pca = PCAReducedRank(LDSConfig(k=k, seed=seed)).fit(train_sequences)
     predictions = {
@@ -153,7 +156,7 @@ def next_turn_report(
     rng = np.random.default_rng(seed)
     resamples = [rng.integers(0, len(test), len(test)) for _ in range(n_boot)]
     spaces = {}
-    for space, transform, reference in _spaces(train_sequences, test, k):
+    for space, transform, reference in _spaces(moments, k):
         sums = {}
         for name, predicted in predictions.items():
             pairs = [transform(np.asarray(p, dtype=np.float64), y) for p, (_, y) in zip(predicted, test, strict=True)]
@@ -186,6 +189,13 @@ def order_controls(fit, train_sequences, seed: int) -> dict[str, Any]:
     return {"shuffled_order": fit(_shuffled(train_sequences, seed)), "reversed_order": fit(_reversed(train_sequences))}
 
 
+def _claim(claim: str, difference: float, interval: list[float], what: str, digits: int, tail: str = "") -> str:
+    """One verdict: "yes" only when the interval of the difference lies above 0."""
+    low, high = interval
+    answer = "yes" if low > 0 else "no evidence"
+    return f"{claim}: {answer} ({what} {difference:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]{tail})"
+
+
 def verdicts(report: dict[str, Any]) -> list[str]:
     """Plain-language claims, each with its number and interval; "no evidence" unless the interval excludes 0."""
     lines = []
@@ -193,19 +203,16 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     change = (r2.get("spaces") or {}).get("change") or {}
     model = change.get("model") or {}
     if model.get("minus_copy_last_ci"):
-        low, high = model["minus_copy_last_ci"]
         lines.append(
-            f"beats copy-last on held-out turns: {'yes' if low > 0 else 'no evidence'} (change R² {model['r2']:.3f}, "
-            f"difference {model['minus_copy_last']:+.4f} [{low:+.4f}, {high:+.4f}] on "
-            f"{r2.get('n_predicted_turns')} turns of {r2.get('n_test_sequences')} test conversations)"
-        )
+            _claim("beats copy-last on held-out turns", model["minus_copy_last"], model["minus_copy_last_ci"],
+                   f"change R² {model['r2']:.3f}, difference", 4,
+                   f" on {r2.get('n_predicted_turns')} turns of {r2.get('n_test_sequences')} test conversations")
+        )  # fmt: skip
         if model.get("minus_shuffled_order_ci"):
-            low, high = model["minus_shuffled_order_ci"]
             lines.append(
-                f"beats the same model fitted on shuffled turns (does it use their order?): "
-                f"{'yes' if low > 0 else 'no evidence'} (change R² difference {model['minus_shuffled_order']:+.4f} "
-                f"[{low:+.4f}, {high:+.4f}])"
-            )
+                _claim("beats the same model fitted on shuffled turns (does it use their order?)",
+                       model["minus_shuffled_order"], model["minus_shuffled_order_ci"], "change R² difference", 4)
+            )  # fmt: skip
     else:
         lines.append("beats copy-last on held-out turns: not enough data (no test conversation has two turns)")
     for target, probe in (report.get("probes") or {}).items():
@@ -213,11 +220,8 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         if probe.get("status") != "ok" or "delta_auc_ci" not in latents:
             lines.append(f"adds to token counts for predicting {target}: not enough data")
             continue
-        low, high = latents["delta_auc_ci"]
-        lines.append(
-            f"adds to token counts for predicting {target}: {'yes' if low > 0 else 'no evidence'} "
-            f"(AUC {latents['delta_auc']:+.3f} [{low:+.3f}, {high:+.3f}])"
-        )
+        claim = f"adds to token counts for predicting {target}"
+        lines.append(_claim(claim, latents["delta_auc"], latents["delta_auc_ci"], "AUC", 3))
     return lines
 
 

@@ -39,7 +39,7 @@ def select(
         k, r = (DEFAULT_K, None) if (DEFAULT_K, None) in pairs else pairs[0]
         reason = "one candidate" if len(pairs) == 1 else "no validation conversation has two turns: nothing chosen"
         return fit(k, r), {"criterion": None, "reason": reason, "chosen": {"k": k, "r": r}, "candidates": []}
-    train_mean = train_moments(train)[0]
+    train_mean = train_moments(train, covariance=False)[0]
     table, best = [], None
     for k, r in pairs:
         model = fit(k, r)
