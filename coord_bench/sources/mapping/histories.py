@@ -3,10 +3,12 @@
 Each agent's history holds its own messages (role ``own_role``: the key is their speaker) and what it received
 (other agents' words, or a moderator's). A received message with the text of another agent's own message is
 that message, said once; received messages with the same text in several histories (a prompt sent to all)
-are one message too (the k-th copy of a text in one history matches the k-th in another). The order: every
-history's own order, and between histories the round (the mapped ``turn_index``, else how many messages the
-agent had said before), then the history's position in the object, then the position in the history. An own
-message's ``seen`` is everything before it in its speaker's history: what that agent was shown.
+are one message too (the k-th copy of a text in one history matches the k-th in another). The order: a
+message said where it is (an own message, a prompt) comes after everything before it in that history (a copy
+of another agent's message only after its own place), and among the messages this leaves free the round
+comes first (the mapped ``turn_index``, else how many messages the agent had said before), then the
+history's place in the object, then the place in the history. An own message's ``seen`` is everything before
+it in its speaker's history: what that agent was shown.
 """
 
 from __future__ import annotations
@@ -55,19 +57,22 @@ def history_items(conversation: dict[str, Any], o: MappingOptions, where: str) -
     nodes: dict[tuple, dict[str, Any]] = {}
     sequences = []
     for h, entries in enumerate(said):
-        sequence = []
+        sequence: list[tuple] = []
+        since: list[tuple] = []  # the last message said here (own, or a prompt) and the copies received after it
         for kind, item, (text, k), rank in entries:
-            if kind == "own":
-                key = (names[h], text, k)
-            else:
-                speaker = next((b for b in names if b != names[h] and (b, text, k) in own), None)
-                key = (speaker, text, k) if speaker is not None else (None, text, k)
+            speaker = (
+                names[h] if kind == "own" else next((b for b in names if (b, text, k) in own and b != names[h]), None)
+            )
+            key = (speaker, text, k)
             node = nodes.setdefault(key, {"item": item, "rank": rank, "after": set(), "own_at": None})
             node["rank"] = min(node["rank"], rank)
             if kind == "own":
                 node["item"], node["own_at"] = item, (h, len(sequence))
-            if sequence and sequence[-1] != key:
-                node["after"].add(sequence[-1])
+            if kind == "own" or speaker is None:  # said when it entered this history: after all before it
+                node["after"].update(other for other in since if other != key)
+                since = [key]
+            else:  # another agent's message, said before it was received: its place is its speaker's
+                since.append(key)
             sequence.append(key)
         sequences.append(sequence)
     order = _merge(nodes, label, where)

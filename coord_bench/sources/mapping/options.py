@@ -257,7 +257,8 @@ def parse_mapping(options: Any) -> MappingOptions:
                 "or of a turn when mapping.turns is given), unless mapping.histories or mapping.matrix gives them"
             )
         elif len(containers) > 1:
-            errors.append(f"mapping.{containers[1]}: give one of {', '.join(CONTAINERS)}, not {' and '.join(containers)}")
+            given = " and ".join(containers)
+            errors.append(f"mapping.{containers[1]}: give one of {', '.join(CONTAINERS)}, not {given}")
         if options.get("turns") is not None and options.get("turn_index") is not None:
             errors.append("mapping.turns and mapping.turn_index: give one of them, not both")
         errors += _structure_errors(options)
