@@ -82,7 +82,8 @@ def test_debate_histories_merge_into_one_conversation_said_once(tmp_path, monkey
         assert list(agents) == [host, aff, neg, mod]
         assert {name: agents[name]["description"] for name in system} == system and agents[host]["description"] is None
         assert (agents[host]["role"], agents[aff]["role"]) == ("user", "agent")
-        assert json.loads(row["extras"])["skipped_messages"] == 3
+        extras = json.loads(row["extras"])  # every history entry is mapped: only unmapped top-level fields stay
+        assert set(extras) == {"Reason", "Supported Side", "skipped_messages"} and extras["skipped_messages"] == 3
     assert (first["outcome"]["decision_success"], first["outcome"]["final_answer"]) == (True, "Yes, 0.999... = 1")
     assert (second["outcome"]["decision_success"], second["outcome"]["final_answer"]) == (False, None)
     assert json.loads(first["extras"])["Supported Side"] == "Affirmative"  # unmapped fields are kept
