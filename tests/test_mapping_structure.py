@@ -109,8 +109,12 @@ def test_a_round_index_orders_the_histories_and_makes_the_turns(tmp_path):
         "bob": [m("user", "Join in.", 1), m("assistant", "b1", 1)],
     }
     root = histories_root(tmp_path, players)
-    out, _ = build(tmp_path, root, {**HISTORY_MAPPING, "turn_index": "round"})
+    descriptions = {"const": {"alice": "Opens.", "judge": "Scores at the end."}}  # one roster for the source
+    out, _ = build(tmp_path, root, {**HISTORY_MAPPING, "turn_index": "round", "descriptions": descriptions})
+    assert main(["validate", str(out)]) == 0
     row = records(out)["h1"]
+    agents = {a["agent_id"]: a["description"] for a in row["agents"]}
+    assert agents == {"moderator": None, "alice": "Opens.", "bob": None, "judge": "Scores at the end."}
     assert texts(row) == ["Start.", "a0", "a1", "Join in.", "b1"]
     host = ("moderator", "message", None)  # who said a prompt no agent said, when speaker is not mapped
     alice, bob = (("alice", "message", [0]), ("alice", "message", [0, 1])), ("bob", "message", [3])

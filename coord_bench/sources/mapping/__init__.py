@@ -59,7 +59,8 @@ order, the first event where they match a non-null value winning):
                    spoke is added as an agent)
 ``duplicate_ids``  ``reject`` (default: a second conversation with an id already built is rejected) or
                    ``number`` (runs logged under one id: the 2nd becomes ``<id>#2``, the 3rd ``<id>#3``, ...,
-                   in reading order, all in the split group of ``<id>`` unless ``group_by`` says otherwise)
+                   in reading order, all in the split group of ``<id>`` unless ``group_by`` says otherwise;
+                   in the flat layout a conversation split across files becomes two)
 ``turns``          grouped: the list of turns; each becomes one turn of the record
 ``turn_index``     message: messages with the same value form one turn (ordered by value when every
                    value is a number, else by first appearance); not with ``turns`` or ``matrix``. Without

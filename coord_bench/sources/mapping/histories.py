@@ -28,7 +28,7 @@ def history_items(conversation: dict[str, Any], o: MappingOptions, where: str) -
     histories, label = get_path(conversation, o.histories, where)
     if not isinstance(histories, dict) or not all(isinstance(h, list) for h in histories.values()):
         raise wrong_type(label, "histories", where, "an object {agent name: [its messages]}", histories)
-    said: list[list[tuple[str, Item, tuple, Any]]] = []  # per history: (node kind, item, text key, round)
+    said: list[list[tuple[str, Item, tuple, Any]]] = []  # per history: (kind, item, (text, k-th copy), rank)
     own: set[tuple[str, str, int]] = set()
     for h, (name, history) in enumerate(histories.items()):
         identifier(name, f"{label} key", "histories", where)

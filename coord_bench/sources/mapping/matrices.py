@@ -48,7 +48,7 @@ def matrix_items(conversation: dict[str, Any], o: MappingOptions, where: str) ->
             if r < len(answers_i):
                 at[i, r] = len(at)
     items = []
-    for (i, r), _ in sorted(at.items(), key=lambda entry: entry[1]):
+    for i, r in at:  # in position order
         item, shown = answers[i][r]
         seen = tuple(at[j, r - 1] for j in range(len(answers)) if j != i and (j, r - 1) in at) if r and shown else ()
         items.append(item._replace(seen=seen))
