@@ -127,6 +127,22 @@ def test_a_round_index_orders_the_histories_and_makes_the_turns(tmp_path):
     ]
 
 
+def test_answers_given_at_once_and_exchanged_after_do_not_contradict_each_other(tmp_path):
+    def m(role, content):
+        return {"role": role, "content": content}
+
+    players = {  # both answered the question, then each was shown the other's answer, then both answered again
+        "alice": [m("user", "Q?"), m("assistant", "a1"), m("user", "b1"), m("assistant", "a2")],
+        "bob": [m("user", "Q?"), m("assistant", "b1"), m("user", "a1"), m("assistant", "b2")],
+    }
+    out, manifest = build(tmp_path, histories_root(tmp_path, players), {**HISTORY_MAPPING, "speaker": {"const": "q"}})
+    assert_accounted(manifest, read=1, normalized=1)
+    row = records(out)["h1"]
+    assert texts(row) == ["Q?", "a1", "b1", "a2", "b2"]
+    assert said(row) == [[("q", "message", None), ("alice", "message", [0]), ("bob", "message", [0])],
+                         [("alice", "message", [0, 1, 2]), ("bob", "message", [0, 1, 2])]]  # fmt: skip
+
+
 def test_histories_that_disagree_on_the_order_are_rejected_naming_the_field(tmp_path):
     players = {  # alice saw b1 before her first answer; bob saw alice's second answer before saying b1
         "alice": [{"role": "user", "content": "b1"}, {"role": "assistant", "content": "a1"},
