@@ -12,7 +12,8 @@ match with a null value. A dot inside a key is written ``\\.`` (``meta.v1\\.2`` 
 Layouts:
 
 - ``grouped`` (default): each record is one conversation holding a list of messages (``messages``), or a
-  list of turns each holding a list of messages (``turns`` + ``messages`` relative to a turn).
+  list of turns each holding a list of messages (``turns`` + ``messages`` relative to a turn), or the
+  structure names the speakers: per-agent ``histories`` or a round-by-agent ``matrix`` (below).
 - ``flat``: each record is ONE message (an event); consecutive events with the same ``conversation_id``
   form a conversation. A file must be ordered by conversation: a conversation whose events are not next to
   each other in its file is rejected (every part of it), with the file and event index where it reappears.
@@ -38,12 +39,34 @@ order, the first event where they match a non-null value winning):
 ``layout``         ``grouped`` or ``flat``
 ``conversation_id`` conversation: the conversation id, required for ``flat``. It is the source id and the
                    record id ``<source>:<id>``; without it, 16 hex digits of a content hash
-``messages``       grouped, required: the list of messages (relative to a turn when ``turns`` is given)
+``messages``       grouped, required unless ``histories`` or ``matrix``: the list of messages (relative
+                   to a turn when ``turns`` is given)
+``histories``      grouped: an object {agent name: [that agent's chat memory]}. A message whose ``role``
+                   (required) is ``own_role`` is the agent's own (the key is its speaker); the others are
+                   what it received: a copy of another agent's message is that message, said once; the
+                   rest (prompts) are said by ``speaker`` (default ``moderator``), copies in several
+                   histories once. Merged in the order said: each history's order, then the round
+                   (``turn_index``, else how many messages the agent had said), then the agent's place.
+                   Turns are the rounds; an own message's visible_message_ids are the messages before it
+                   in its history
+``matrix``         grouped: a list with one list per agent (``contexts[agent][message]``); its messages of
+                   role ``own_role`` (``role`` required) are the agent's answers, the r-th in round r (turn
+                   r), the others the prompts it was shown (not kept: an answer after a prompt has the other
+                   agents' answers of the round before as visible_message_ids). Speakers: ``speaker:
+                   {by_position: [names]}`` (a name per row), else ``agent_0``, ``agent_1``, ...
+``own_role``       histories, matrix: the role of an agent's own messages (default ``assistant``)
+``descriptions``   conversation: an object {agent id: text}, each agent's description (a name that never
+                   spoke is added as an agent)
+``duplicate_ids``  ``reject`` (default: a second conversation with an id already built is rejected) or
+                   ``number`` (runs logged under one id: the 2nd becomes ``<id>#2``, the 3rd ``<id>#3``, ...,
+                   in reading order, all in the split group of ``<id>`` unless ``group_by`` says otherwise;
+                   in the flat layout a conversation split across files becomes two)
 ``turns``          grouped: the list of turns; each becomes one turn of the record
 ``turn_index``     message: messages with the same value form one turn (ordered by value when every
-                   value is a number, else by first appearance); not with ``turns``. Without both,
-                   each message is its own turn
-``speaker``        message, required: who spoke; the agent id and name (text or integer)
+                   value is a number, else by first appearance); not with ``turns`` or ``matrix``. Without
+                   both, each message is its own turn
+``speaker``        message, required unless ``histories`` or ``matrix``: who spoke; the agent id and name
+                   (text or integer)
 ``text``           message, required: the message text
 ``role``           message: the speaker's role, mapped by ``role_map``; a value that is already one of
                    user, assistant, agent, character is kept; anything else (or none) is ``agent``
@@ -67,7 +90,8 @@ order, the first event where they match a non-null value winning):
 ``license``        provenance.source_license (default ``unknown — set mapping.license``)
 =================  ================================================================================
 
-Value specs: any option but ``records``, ``messages``, ``turns``, ``turn_index`` and ``skip`` may be a mapping
+Value specs: any path option but ``records``, ``messages``, ``histories``, ``matrix``, ``turns``, ``turn_index``
+and ``skip`` may be a mapping
 instead of a path: exactly one source, ``path`` (as above), ``const`` (a constant for the source), ``join``
 (a list of paths whose values are joined with ``sep``, default ``:``) or ``by_position`` (speaker only: the
 i-th message's speaker is the (i mod n)-th name); then, in this order, ``regex`` (searched in the value; the

@@ -15,6 +15,9 @@ from typing import Any
 from coord_bench.answers import is_correct
 from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec, agent, blank, message
 from coord_bench.sources.mapping.extras import mapped_tree, unmapped_fields
+from coord_bench.sources.mapping.histories import history_items
+from coord_bench.sources.mapping.items import Item
+from coord_bench.sources.mapping.matrices import matrix_items
 from coord_bench.sources.mapping.options import (
     DEFAULT_FILES,
     DEFAULT_LICENSE,
@@ -49,12 +52,20 @@ class Mapping(SourceAdapter):
     CAVEATS = ("its meaning depends on the mapping recipe recorded in the Rebuild section",)
     GROUP_KEY = "mapping.group_by, else the normalized task input, else the conversation id"
     DUPLICATE_HINT = (
-        "; if these are runs (trials) of one task, make the id unique, e.g. conversation_id: "
+        "; if these are runs (trials) of one task, set duplicate_ids: number (a repeat becomes '<id>#2', "
+        "'<id>#3', ... in the split group of <id>), or make the id unique, e.g. conversation_id: "
         "{join: [task_id, trial]}, and keep them in one split group with group_by: task_id"
     )
     FIELD_MAP = {
         "mapping.conversation_id": "source_id; id = '<source>:<conversation id>' (without it: a content hash)",
         "mapping.messages / mapping.turns": "turns[].messages (turns: one turn each)",
+        "mapping.histories": "turns[].messages: the histories merged, a message said once; the key is the speaker "
+        "of its own messages; an own message's visible_message_ids: what came before it in its history",
+        "mapping.matrix": "turns[] = rounds, agents = rows; an answer's visible_message_ids: the other agents' "
+        "answers of the previous round",
+        "mapping.descriptions": "agents[].description",
+        "mapping.duplicate_ids": "number: a repeated conversation id becomes '<id>#2', ... (source_id too), in "
+        "the split group of <id>",
         "mapping.turn_index": "turns: messages with the same value form one turn",
         "mapping.speaker": "agents[].agent_id and name, turns[].messages[].agent_id",
         "mapping.role": "agents[].role through mapping.role_map (default agent)",
@@ -78,6 +89,9 @@ class Mapping(SourceAdapter):
         "mapping.skip": "messages matching it (counted in extras.skipped_messages)",
         "fields beside mapping.records": "the rest of a top-level value that holds the list of records",
         "unmapped event values (flat layout)": "only their keys are kept, in extras.unmapped_event_keys",
+        "prompts in mapping.matrix": "what an agent was shown: the other agents' answers, kept as "
+        "visible_message_ids (map a template with task.instruction)",
+        "copies in mapping.histories": "a message in several histories is kept once",
     }
 
     def __init__(self, spec: SourceSpec):
@@ -90,6 +104,7 @@ class Mapping(SourceAdapter):
         self.interaction = self.options.interaction
         self._tree = mapped_tree(self.options)
         self._extras: dict[str, Any] = {}
+        self._repeats: dict[str, int] = {}  # duplicate_ids: number: how often each conversation id was seen
 
     # -- reading
 
@@ -225,7 +240,7 @@ class Mapping(SourceAdapter):
             cid = raw.value["conversation_id"]
             events = raw.value["events"]
             items = [
-                (event, "", f"record {raw.file}#{i}", None)
+                Item(event, "", f"record {raw.file}#{i}")
                 for i, event in zip(raw.value["event_indexes"], events, strict=True)
             ]
             root = "the event"
@@ -243,6 +258,9 @@ class Mapping(SourceAdapter):
                 return (*get_path(conversation, fp, where), where)
 
         turns, agents, times, skipped = self._turns(items, root)
+        if o.descriptions is not None:
+            value, label, found_in = lookup(o.descriptions)
+            self._describe(agents, value, label, found_in)
         sections = {}
         for section, fields in SECTIONS.items():
             sections[section] = {}
@@ -256,6 +274,9 @@ class Mapping(SourceAdapter):
             json.dumps(raw.value, sort_keys=True, ensure_ascii=False, default=str).encode()
         ).hexdigest()[:16]
         local_id = cid if cid is not None else digest
+        if o.duplicate_ids == "number":
+            seen = self._repeats[local_id] = self._repeats.get(local_id, 0) + 1
+            local_id = local_id if seen == 1 else f"{local_id}#{seen}"
         group = None
         if o.group_by is not None:
             value, label, found_in = lookup(o.group_by)
@@ -268,7 +289,7 @@ class Mapping(SourceAdapter):
         return {
             "local_id": local_id,
             "source_id": local_id,
-            "group_key": group if group is not None else local_id,
+            "group_key": group if group is not None else cid if cid is not None else digest,
             "task": task,
             "protocol": sections["protocol"],
             "agents": agents,
@@ -296,19 +317,38 @@ class Mapping(SourceAdapter):
         where = f"any of the {len(events)} events of conversation {cid!r}; in its first, record {raw.locator}"
         raise missing_field(fp, why, where, label)
 
-    def _message_items(self, conversation: dict[str, Any], where: str) -> Iterator[tuple[Any, str, str, int | None]]:
-        """(message, its path, where, its turn in the source or None) in source order."""
+    def _message_items(self, conversation: dict[str, Any], where: str) -> Iterator[Item]:
+        """The conversation's messages in the order they were said."""
         o = self.options
-        if o.turns is None:
+        if o.histories is not None:
+            yield from history_items(conversation, o, where)
+        elif o.matrix is not None:
+            yield from matrix_items(conversation, o, where)
+        elif o.turns is None:
             messages, label = get_path(conversation, o.messages, where)
             for m, msg in enumerate(self._list(messages, label, "messages", where)):
-                yield msg, f"{label}.{m}", where, None
+                yield Item(msg, f"{label}.{m}", where)
+        else:
+            turns, turns_label = get_path(conversation, o.turns, where)
+            for t, turn in enumerate(self._list(turns, turns_label, "turns", where)):
+                messages, label = get_path(turn, o.messages, where, prefix=f"{turns_label}.{t}")
+                for m, msg in enumerate(self._list(messages, label, "messages", where)):
+                    yield Item(msg, f"{label}.{m}", where, t)
+
+    @staticmethod
+    def _describe(agents: list[dict[str, Any]], value: Any, label: str, where: str) -> None:
+        """Each agent's description from ``{agent id: text}``; a name that never spoke is added as an agent."""
+        if value is None:
             return
-        turns, turns_label = get_path(conversation, o.turns, where)
-        for t, turn in enumerate(self._list(turns, turns_label, "turns", where)):
-            messages, label = get_path(turn, o.messages, where, prefix=f"{turns_label}.{t}")
-            for m, msg in enumerate(self._list(messages, label, "messages", where)):
-                yield msg, f"{label}.{m}", where, t
+        if not isinstance(value, dict):
+            raise wrong_type(label, "descriptions", where, "an object {agent id: description}", value)
+        by_id = {a["agent_id"]: a for a in agents}
+        for name, text in value.items():
+            text = coerce(text, "text", f"{label}.{name}", "descriptions", where)
+            if name not in by_id:
+                by_id[name] = agent(name, name, "agent")
+                agents.append(by_id[name])
+            by_id[name]["description"] = text
 
     @staticmethod
     def _matches(msg: dict[str, Any], fp: FieldPath, values: tuple[Any, ...], prefix: str, root: str) -> bool:
@@ -322,19 +362,21 @@ class Mapping(SourceAdapter):
         return value
 
     def _turns(
-        self, items: list[tuple[Any, str, str, int | None]], root: str
+        self, items: list[Item], root: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[float], int]:
         o = self.options
-        rows: list[tuple[Any, str, str, str, float | None]] = []
+        rows: list[tuple[Any, int, str, str, str, float | None]] = []
         agents: dict[str, dict[str, Any]] = {}
         skipped = 0
-        for position, (msg, prefix, msg_where, natural_turn) in enumerate(items):
+        for position, (msg, prefix, msg_where, natural_turn, structural_speaker, _) in enumerate(items):
             if not isinstance(msg, dict):
                 raise wrong_type(prefix or "the event", "messages", msg_where, "an object (one message)", msg)
             if any(self._matches(msg, fp, values, prefix, root) for fp, values in o.skip):
                 skipped += 1
                 continue
-            if o.speaker.by_position:
+            if structural_speaker is not None:
+                speaker = structural_speaker
+            elif o.speaker.by_position:
                 speaker = o.speaker.by_position[position % len(o.speaker.by_position)]
             else:
                 speaker, label = get_path(msg, o.speaker, msg_where, prefix, root)
@@ -361,22 +403,26 @@ class Mapping(SourceAdapter):
                 agents[speaker] = agent(speaker, speaker, role, model=fields["model"])
             elif agents[speaker]["model"] is None:
                 agents[speaker]["model"] = fields["model"]
-            rows.append((key, speaker, fields["kind"] or "message", text, fields["timestamp"]))
+            rows.append((key, position, speaker, fields["kind"] or "message", text, fields["timestamp"]))
         if not rows:
             note = f" ({skipped} dropped by mapping.skip)" if skipped else ""
             raise Reject(f"the conversation has no messages{note}", field=None, kind="empty_conversation")
-        groups: dict[Any, list[tuple[str, str, str, float | None]]] = {}
+        groups: dict[Any, list[tuple[int, str, str, str, float | None]]] = {}
         for key, *rest in rows:
             groups.setdefault(key, []).append(tuple(rest))
         keys = list(groups)
         if o.turn_index is not None and all(isinstance(k, (int, float)) for k in keys):
             keys.sort()
-        turns, n = [], 0
+        turns, ids, placed = [], {}, []  # ids: item position -> message id
         for index, key in enumerate(keys):
             messages = []
-            for speaker, kind, text, timestamp in groups[key]:
-                messages.append(message(n, speaker, kind, text, timestamp=timestamp))
-                n += 1
+            for position, speaker, kind, text, timestamp in groups[key]:
+                ids[position] = len(ids)
+                messages.append(message(ids[position], speaker, kind, text, timestamp=timestamp))
+                placed.append((messages[-1], items[position].seen))
             turns.append({"index": index, "messages": messages})
-        times = [row[4] for row in rows if row[4] is not None]
+        for m, seen in placed:  # what the speaker had seen, as message ids (a skipped message has none)
+            if seen is not None:
+                m["visible_message_ids"] = sorted(ids[p] for p in seen if p in ids)
+        times = [row[5] for row in rows if row[5] is not None]
         return turns, list(agents.values()), times, skipped

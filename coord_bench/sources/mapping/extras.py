@@ -1,7 +1,8 @@
 """Which source fields the paths map, as a tree, and the unmapped rest of a record that goes to ``extras``.
 
 Kept apart from the lookups: it reads the options only to learn which fields are mapped, never a value.
-A tree is nested keys ending in ``True`` (the field is mapped whole); ``*`` stands for every item of a list.
+A tree is nested keys ending in ``True`` (the field is mapped whole); ``*`` stands for every item of a list,
+or every value of an object (the histories keyed by agent name).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ def mapped_tree(options: MappingOptions) -> dict[str, Any]:
     """The tree of every field the options map, message paths placed under the messages they are relative to."""
     o = options
     tree: dict[str, Any] = {}
-    conversation_paths = [o.conversation_id, o.group_by]
+    conversation_paths = [o.conversation_id, o.group_by, o.descriptions]
     conversation_paths += [*o.task.values(), *o.outcome.values(), *o.protocol.values()]
     message_paths = [o.speaker, o.text, o.role, o.kind, o.model, o.timestamp, o.turn_index]
     message_paths += [fp for fp, _ in o.skip]
     if o.layout == "flat":
         prefix: tuple[str, ...] = ()
+    elif o.histories is not None or o.matrix is not None:  # {agent: [messages]} or [[messages] per agent]
+        prefix = (*(o.histories or o.matrix).alternatives[0], "*", "*")
     elif o.turns is not None:
         prefix = (*o.turns.alternatives[0], "*", *o.messages.alternatives[0], "*")
     else:
@@ -77,7 +80,7 @@ def _prune(value: Any, tree: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            sub = tree.get(key)
+            sub = _merge(tree.get(key), tree.get("*"))
             kept = item if sub is None else _prune(item, sub)
             if kept is not _GONE:
                 out[key] = kept

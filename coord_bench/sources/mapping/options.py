@@ -44,11 +44,14 @@ SECTIONS = {
         "rounds": "int",
     },
 }
-PATH_OPTIONS = ("records", "conversation_id", "messages", "turns", "turn_index", "speaker", "text")
-PATH_OPTIONS += ("role", "kind", "model", "timestamp", "group_by")
-STRUCTURE = ("records", "messages", "turns", "turn_index")  # one path, never optional
+PATH_OPTIONS = ("records", "conversation_id", "messages", "histories", "matrix", "turns", "turn_index", "speaker")
+PATH_OPTIONS += ("text", "role", "kind", "model", "timestamp", "group_by", "descriptions")
+STRUCTURE = ("records", "messages", "histories", "matrix", "turns", "turn_index")  # one path, never optional
 REQUIRED = ("speaker", "text")  # may be a list of alternatives, never optional
-OPTIONS = (*PATH_OPTIONS, "files", "layout", "role_map", "skip", *SECTIONS, "interaction", "license")
+CONTAINERS = ("messages", "histories", "matrix")  # where a grouped conversation's messages are: exactly one
+DUPLICATE_IDS = ("reject", "number")
+OPTIONS = (*PATH_OPTIONS, "own_role", "files", "layout", "role_map", "skip", *SECTIONS, "interaction", "license")
+OPTIONS += ("duplicate_ids",)
 
 
 TRANSFORM_KEYS = ("path", "const", "join", "sep", "by_position", "regex", "group", "map", "default", "at_least")
@@ -84,11 +87,14 @@ class FieldPath:
 class MappingOptions:
     layout: str
     files: tuple[str, ...]
-    speaker: FieldPath
     text: FieldPath
+    speaker: FieldPath | None = None  # None only with histories or matrix
     records: FieldPath | None = None
     conversation_id: FieldPath | None = None
     messages: FieldPath | None = None
+    histories: FieldPath | None = None  # {agent name: [its own chat memory]}
+    matrix: FieldPath | None = None  # contexts[agent][message]
+    own_role: str = "assistant"  # histories and matrix: the role of an agent's own messages
     turns: FieldPath | None = None
     turn_index: FieldPath | None = None
     role: FieldPath | None = None
@@ -96,6 +102,8 @@ class MappingOptions:
     model: FieldPath | None = None
     timestamp: FieldPath | None = None
     group_by: FieldPath | None = None
+    descriptions: FieldPath | None = None  # {agent id: text}: agents[].description
+    duplicate_ids: str = "reject"  # or "number": a repeated id becomes '<id>#2', '<id>#3', ...
     role_map: dict[str, str] = field(default_factory=dict)
     skip: tuple[tuple[FieldPath, tuple[Any, ...]], ...] = ()
     task: dict[str, FieldPath] = field(default_factory=dict)
@@ -229,7 +237,7 @@ def parse_mapping(options: Any) -> MappingOptions:
         if options.get(option) is not None:
             parsed[option] = _field_path(option, options[option], errors)
     for option in REQUIRED:
-        if options.get(option) is None:
+        if options.get(option) is None and not (option == "speaker" and _structural_speaker(options)):
             errors.append(f"mapping.{option}: required (a path relative to a message)")
     if layout == "flat":
         if options.get("conversation_id") is None:
@@ -238,17 +246,22 @@ def parse_mapping(options: Any) -> MappingOptions:
             if parsed["conversation_id"].optional:
                 errors.append("mapping.conversation_id: cannot be optional in the flat layout")
             parsed["conversation_id"] = replace(parsed["conversation_id"], may_be_optional=False)
-        for option in ("messages", "turns"):
+        for option in ("messages", "histories", "matrix", "turns", "descriptions", "own_role"):
             if option in options:
                 errors.append(f"mapping.{option}: not used in the flat layout (each record is one message)")
     elif layout == "grouped":
-        if options.get("messages") is None:
+        containers = [option for option in CONTAINERS if options.get(option) is not None]
+        if not containers:
             errors.append(
                 "mapping.messages: required in the grouped layout (the list of messages of a conversation, "
-                "or of a turn when mapping.turns is given)"
+                "or of a turn when mapping.turns is given), unless mapping.histories or mapping.matrix gives them"
             )
+        elif len(containers) > 1:
+            given = " and ".join(containers)
+            errors.append(f"mapping.{containers[1]}: give one of {', '.join(CONTAINERS)}, not {given}")
         if options.get("turns") is not None and options.get("turn_index") is not None:
             errors.append("mapping.turns and mapping.turn_index: give one of them, not both")
+        errors += _structure_errors(options)
     files = options.get("files", list(DEFAULT_FILES))
     files = [files] if isinstance(files, str) else files
     if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
@@ -287,9 +300,15 @@ def parse_mapping(options: Any) -> MappingOptions:
                 parsed_path = _field_path(f"{section}.{name}", path, errors)
                 if parsed_path:
                     sections[section][name] = parsed_path
-    for option in ("interaction", "license"):
+    for option in ("interaction", "license", "own_role"):
         if option in options and not (isinstance(options[option], str) and options[option].strip()):
             errors.append(f"mapping.{option}: expected non-empty text, found {options[option]!r}")
+    duplicate_ids = options.get("duplicate_ids", "reject")
+    if duplicate_ids not in DUPLICATE_IDS:
+        errors.append(
+            f"mapping.duplicate_ids: expected 'reject' (a repeated conversation id is rejected) or 'number' (it "
+            f"becomes '<id>#2', '<id>#3', ... in the split group of <id>), found {duplicate_ids!r}"
+        )
     if errors:
         raise ValueError("invalid mapping options:\n  " + "\n  ".join(errors))
     return MappingOptions(
@@ -301,7 +320,47 @@ def parse_mapping(options: Any) -> MappingOptions:
         **sections,
         interaction=options.get("interaction", "multi_agent_chat"),
         license=options.get("license", DEFAULT_LICENSE),
+        own_role=options.get("own_role", "assistant"),
+        duplicate_ids=duplicate_ids,
     )
+
+
+def _structural_speaker(options: dict[str, Any]) -> bool:
+    """Whether the structure names the speakers (a history's key, a matrix row), so ``speaker`` may be left out."""
+    return options.get("layout", "grouped") == "grouped" and any(options.get(o) is not None for o in CONTAINERS[1:])
+
+
+def _structure_errors(options: dict[str, Any]) -> list[str]:
+    """What histories and matrix refuse: options that would contradict the speakers and rounds they give."""
+    errors = []
+    speaker = options.get("speaker")
+    by_position = isinstance(speaker, dict) and "by_position" in speaker
+    for option in CONTAINERS[1:]:
+        if options.get(option) is None:
+            continue
+        if options.get("role") is None:
+            errors.append(
+                f"mapping.role: required with mapping.{option} (a message whose role is mapping.own_role, default "
+                "'assistant', is the agent's own; the others are what it received)"
+            )
+        if options.get("turns") is not None:
+            errors.append(f"mapping.turns: not used with mapping.{option} (its messages are the turns' messages)")
+    if options.get("histories") is not None and by_position:
+        errors.append(
+            "mapping.speaker.by_position: not used with mapping.histories (a history's key is its agent; speaker "
+            "names who said a received message that no agent said, e.g. {const: moderator})"
+        )
+    if options.get("matrix") is not None:
+        if speaker is not None and not by_position:
+            errors.append(
+                "mapping.speaker: with mapping.matrix the speakers are the rows; give {by_position: [names]} or "
+                "leave it out (agent_0, agent_1, ...)"
+            )
+        if options.get("turn_index") is not None:
+            errors.append("mapping.turn_index: not used with mapping.matrix (the rounds are the turns)")
+    if options.get("own_role") is not None and not _structural_speaker(options):
+        errors.append("mapping.own_role: only used with mapping.histories or mapping.matrix")
+    return errors
 
 
 def check_mapping(options: Any) -> None:
