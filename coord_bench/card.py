@@ -47,10 +47,7 @@ def _columns(node: dict[str, Any], prefix: str = "") -> list[list[str]]:
             rows += _columns(child, path + ".")
         items = child.get("items", {})
         if "properties" in items:
-            rows += _columns(items, path + "[].")
-            for inner_name, inner in items["properties"].items():
-                if "properties" in inner.get("items", {}):
-                    rows += _columns(inner["items"], f"{path}[].{inner_name}[].")
+            rows += _columns(items, path + "[].")  # lists of objects inside them too (turns[].messages[])
     return rows
 
 

@@ -73,9 +73,10 @@ def where_to_look(out_dir: Path, manifest: dict[str, Any]) -> str:
     layers = row["annotations"] or {}
     usage = layers.get("token_usage")
     if usage:
+        tool = f", {usage['tool_tokens']} tool" if usage["tool_tokens"] else ""
         lines.append(
             f"    token_usage: {usage['total_tokens']} tokens ({usage['input_tokens']} input, "
-            f"{usage['output_tokens']} output), {usage['tokens_per_turn']:.1f} per turn, "
+            f"{usage['output_tokens']} output{tool}), {usage['tokens_per_turn']:.1f} per turn, "
             f"coordination_overhead {_round([usage['coordination_overhead'] or 0.0])[0]}"
         )
     latents = layers.get("latents")

@@ -30,9 +30,10 @@ def two_round_arena() -> dict:
     record["protocol"]["rounds"] = 2
     record["annotations"]["token_usage"] = {
         "encoding": "cl100k_base", "encoding_source": "tiktoken", "total_tokens": 21, "input_tokens": 8,
-        "output_tokens": 13, "tokens_per_turn": 10.5, "input_output_ratio": 8 / 13, "coordination_overhead": None,
-        "per_turn": [{"index": 0, "n_tokens": 10, "input_tokens": 4, "output_tokens": 6},
-                     {"index": 1, "n_tokens": 11, "input_tokens": 4, "output_tokens": 7}],
+        "output_tokens": 13, "tool_tokens": 0, "tokens_per_turn": 10.5, "input_output_ratio": 8 / 13,
+        "coordination_overhead": None,
+        "per_turn": [{"index": 0, "n_tokens": 10, "input_tokens": 4, "output_tokens": 6, "tool_tokens": 0},
+                     {"index": 1, "n_tokens": 11, "input_tokens": 4, "output_tokens": 7, "tool_tokens": 0}],
         "per_agent": [{"agent_id": "user", "n_messages": 2, "n_tokens": 8},
                       {"agent_id": "model_a", "n_messages": 2, "n_tokens": 4},
                       {"agent_id": "model_b", "n_messages": 2, "n_tokens": 9}],

@@ -116,29 +116,39 @@ class TokensMapper(Layer):
 
     def usage(self, record: dict[str, Any], task_tokens: int) -> dict[str, Any]:
         roles = agent_roles(record)
-        has_user = any(roles.get(m["agent_id"]) == "user" for t in record["turns"] for m in t["messages"])
-        per_turn, per_agent = [], {}
+
+        def share(m: dict[str, Any]) -> str:
+            """Whose tokens a message are: a user's (input), a tool's (its results), else an agent's (output)."""
+            role = roles.get(m["agent_id"])
+            return "input" if role == "user" else "tool" if role == "tool" or m["kind"] == "tool_result" else "output"
+
+        has_user = any(share(m) == "input" for t in record["turns"] for m in t["messages"])
+        per_turn, per_agent, written = [], {}, {}  # written: agent -> output tokens (what the Gini compares)
         for turn in record["turns"]:
-            inp = sum(m["n_tokens"] for m in turn["messages"] if roles.get(m["agent_id"]) == "user")
-            out = sum(m["n_tokens"] for m in turn["messages"] if roles.get(m["agent_id"]) != "user")
-            per_turn.append({"index": turn["index"], "n_tokens": inp + out, "input_tokens": inp, "output_tokens": out})
+            sums = {"input": 0, "output": 0, "tool": 0}
             for m in turn["messages"]:
+                sums[share(m)] += m["n_tokens"]
+                if share(m) == "output":
+                    written[m["agent_id"]] = written.get(m["agent_id"], 0) + m["n_tokens"]
                 entry = per_agent.setdefault(m["agent_id"], {"agent_id": m["agent_id"], "n_messages": 0, "n_tokens": 0})
                 entry["n_messages"] += 1
                 entry["n_tokens"] += m["n_tokens"]
+            per_turn.append({"index": turn["index"], "n_tokens": sum(sums.values()), "input_tokens": sums["input"],
+                             "output_tokens": sums["output"], "tool_tokens": sums["tool"]})  # fmt: skip
         input_tokens = sum(t["input_tokens"] for t in per_turn) if has_user else task_tokens
         output_tokens = sum(t["output_tokens"] for t in per_turn)
-        total = input_tokens + output_tokens
-        outputs = [a["n_tokens"] for a in per_agent.values() if roles.get(a["agent_id"]) != "user"]
+        tool_tokens = sum(t["tool_tokens"] for t in per_turn)
+        total = input_tokens + output_tokens + tool_tokens
         return {
             "encoding": self.encoding.name,
             "encoding_source": self.encoding_source,
             "total_tokens": total,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
+            "tool_tokens": tool_tokens,
             "tokens_per_turn": total / len(per_turn),
             "input_output_ratio": input_tokens / output_tokens if output_tokens else None,
-            "coordination_overhead": normalized_gini(outputs),
+            "coordination_overhead": normalized_gini(list(written.values())),
             "per_turn": per_turn,
             "per_agent": list(per_agent.values()),
         }

@@ -76,6 +76,7 @@ def message(message_id: int, agent_id: str, kind: str, text: str, **fields: Any)
         "agreement": None,
         "solution": None,
         "visible_message_ids": None,
+        "tool_call": None,
     }
     out.update(fields)
     return out

@@ -21,6 +21,13 @@ Layouts:
   twice (the first pass collects conversation ids only); memory holds one conversation and the ids. A bad
   event (unparsable, not an object, no conversation id) is rejected on its own. In rejects.jsonl the raw
   record of a flat conversation is ``{conversation_id, event_indexes, events}``.
+- ``format: text`` (grouped): a plain-text log, one conversation per file, or one per part of it starting
+  at a line the ``separator`` regex matches (``text_log.py``). ``line`` is a regex for the line that starts
+  a message (it must have a named group ``text``); a conversation is read as the record
+  ``{messages: [{group: value}], preamble}``, a line the regex does not match continuing the message before
+  it (blank lines around a message dropped), lines before the first message forming ``preamble`` (absent
+  when there are none). ``messages`` then defaults to ``messages`` and ``speaker``, ``text``,
+  ``timestamp``, ``kind``, ``role`` to the group of that name, when the regex has one.
 
 Options (paths under "message" are relative to a message, or to the event in the flat layout; paths under
 "conversation" are relative to the conversation record, or, in the flat layout, looked up in its events in
@@ -29,7 +36,10 @@ order, the first event where they match a non-null value winning):
 =================  ================================================================================
 ``files``          globs under the source root; default every file type the readers know
                    (``**/*.json``, ``**/*.jsonl``, ``**/*.jsonl.gz``, ``**/*.json.gz``, ``**/*.ndjson``,
-                   ``**/*.parquet``)
+                   ``**/*.parquet``; with ``format: text``: ``**/*.log``, ``**/*.txt``)
+``format``         ``json`` (default: JSON, JSONL or Parquet by file name) or ``text``
+``line``           text: the regex of a line that starts a message (both matched from the line start)
+``separator``      text: the regex of a line that starts a conversation (default: one per file)
 ``records``        path, in each top-level value of a file, to the list of records (``conversations``
                    for ``{"conversations": [...]}``), or to an object whose values are the records (a
                    collection keyed by id: each record is then read as ``{key, value}``, so paths start
@@ -74,8 +84,17 @@ order, the first event where they match a non-null value winning):
 ``kind``           message: the message kind (default ``message``)
 ``model``          message: the model behind the speaker (the first non-null one per agent)
 ``timestamp``      message: Unix seconds (a number, or a number as text) or an ISO-8601 date-time (UTC
-                   when it has no zone; Parquet timestamps too).
-                   The earliest is the record's timestamp; latest minus earliest its duration_seconds
+                   when it has no zone; Parquet timestamps too), or a text in the value spec's
+                   ``time_format`` (strptime), zoneless times being in its ``time_zone`` (UTC, ``+08:00``
+                   or a zone name). The earliest is the record's timestamp; latest minus earliest its
+                   duration_seconds
+``tool_calls``     message: the list of calls it makes (absent or null: none); each becomes a message of
+                   kind ``tool_call``, text ``name(arguments)``, after the message's own text (none when
+                   that is null or empty)
+``tool_call``      {call_id, name, arguments: path in one call}; default OpenAI's ``id?``,
+                   ``function.name``, ``function.arguments?``; arguments that are an object become JSON text
+``tool_call_id``   message: the call it answers (absent or null: none); it is then kind ``tool_result``,
+                   its speaker of role ``tool`` unless ``role`` gives one
 ``skip``           {message path: value or list of values}: messages matching any are dropped and
                    counted in extras ``skipped_messages`` (e.g. ``{role: [system]}``). Not an error
                    when the path is absent
@@ -97,7 +116,11 @@ instead of a path: exactly one source, ``path`` (as above), ``const`` (a constan
 i-th message's speaker is the (i mod n)-th name); then, in this order, ``regex`` (searched in the value; the
 value becomes ``group``, default the group named like the option, else group 1, else the whole match),
 ``map`` ({found value: value}), ``default`` (when the regex does not match or the map lacks the value;
-without it the record is rejected) and ``at_least`` (a number >= it is true, below it false).
+without it the record is rejected) and ``at_least`` (a number >= it is true, below it false). The
+timestamp's spec may add ``time_format`` and ``time_zone`` (see above).
+
+Tool calls (``tool_calls.py``): ``messages[].tool_call`` is ``{call_id, name, arguments}`` on calls and on
+results (the name of the call answered, when the conversation made it earlier; arguments null); null else.
 
 Extras: in the grouped layout every field no path maps, with its nesting (a list of messages keeps its
 positions, null where a message was fully mapped); in the flat layout only ``unmapped_event_keys``, the

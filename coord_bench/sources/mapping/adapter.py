@@ -36,6 +36,8 @@ from coord_bench.sources.mapping.paths import (
     unix_seconds,
     wrong_type,
 )
+from coord_bench.sources.mapping.text_log import iter_text_log
+from coord_bench.sources.mapping.tool_calls import answered_call, call_text, calls_in
 from coord_bench.sources.readers import ReadFailure, iter_records
 from coord_bench.splits import normalize_text
 
@@ -72,6 +74,11 @@ class Mapping(SourceAdapter):
         "mapping.text": "turns[].messages[].text",
         "mapping.kind": "turns[].messages[].kind (default 'message')",
         "mapping.model": "agents[].model",
+        "mapping.tool_calls": "one message of kind tool_call per call, with turns[].messages[].tool_call "
+        "(call_id, name, arguments as JSON text)",
+        "mapping.tool_call_id": "kind tool_result; turns[].messages[].tool_call names the call answered",
+        "mapping.line (format: text)": "the named groups of a log line are the fields of a message; lines that "
+        "do not match continue its text",
         "mapping.timestamp": "turns[].messages[].timestamp (Unix seconds); the earliest is timestamp, "
         "latest minus earliest duration_seconds",
         "mapping.task.<field>": "task.<field>",
@@ -84,6 +91,7 @@ class Mapping(SourceAdapter):
         "unmapped fields (grouped layout)": "every field of a conversation that no path maps, with its nesting",
         "unmapped_event_keys (flat layout)": "the keys of events that no path maps",
         "skipped_messages": "how many messages mapping.skip dropped",
+        "preamble (format: text)": "the lines of a log before its first message, unless a path maps them",
     }
     DROPPED = {
         "mapping.skip": "messages matching it (counted in extras.skipped_messages)",
@@ -92,6 +100,8 @@ class Mapping(SourceAdapter):
         "prompts in mapping.matrix": "what an agent was shown: the other agents' answers, kept as "
         "visible_message_ids (map a template with task.instruction)",
         "copies in mapping.histories": "a message in several histories is kept once",
+        "blank lines around a message (format: text)": "the separators of log entries",
+        "a null or empty text beside tool calls": "the calls are the message",
     }
 
     def __init__(self, spec: SourceSpec):
@@ -117,10 +127,11 @@ class Mapping(SourceAdapter):
                 f"({', '.join(self.options.files)})"
             )
         other = [p.relative_to(root).as_posix() for p in found if not p.name.endswith(READABLE)]
-        if other:
+        if other and self.options.line is None:
             raise ValueError(
                 f"source '{self.spec.name}': mapping.files matches {', '.join(other[:3])}, which the mapping adapter "
-                f"cannot read (it reads {', '.join(READABLE)}); narrow the globs"
+                f"cannot read as JSON or Parquet (it reads {', '.join(READABLE)}); narrow the globs, or read "
+                "plain-text logs with format: text and a line regex"
             )
         return found
 
@@ -138,6 +149,9 @@ class Mapping(SourceAdapter):
     def _records(self, path: Path, relative: str) -> Iterator[tuple[int, Any]]:
         """The file's records: its top-level values, or the items of the list at ``records`` in each."""
         fp = self.options.records
+        if self.options.line is not None:
+            yield from iter_text_log(path, self.options.line, self.options.separator)
+            return
         if fp is None:
             yield from iter_records(path)
             return
@@ -365,8 +379,9 @@ class Mapping(SourceAdapter):
         self, items: list[Item], root: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[float], int]:
         o = self.options
-        rows: list[tuple[Any, int, str, str, str, float | None]] = []
+        rows: list[tuple[Any, int, str, str, str, float | None, dict[str, Any] | None]] = []
         agents: dict[str, dict[str, Any]] = {}
+        call_names: dict[str, str] = {}  # call id -> function name, for the results that answer them
         skipped = 0
         for position, (msg, prefix, msg_where, natural_turn, structural_speaker, _) in enumerate(items):
             if not isinstance(msg, dict):
@@ -381,15 +396,21 @@ class Mapping(SourceAdapter):
             else:
                 speaker, label = get_path(msg, o.speaker, msg_where, prefix, root)
                 speaker = identifier(speaker, label, "speaker", msg_where)
-            text, label = get_path(msg, o.text, msg_where, prefix, root)
-            if not isinstance(text, str):
+            calls = calls_in(msg, o, prefix, root, msg_where)
+            answers = answered_call(msg, o, prefix, root, msg_where)
+            found, text, label, why = try_path(msg, o.text, prefix, root)
+            if calls and (text is None or (isinstance(text, str) and not text.strip())):
+                text = None  # a message that only calls tools (OpenAI content null)
+            elif not found:
+                raise missing_field(o.text, why, msg_where, label)
+            elif not isinstance(text, str):
                 raise wrong_type(label, "text", msg_where, "text", text)
             fields = {}
             for option in ("role", "kind", "model", "timestamp"):
                 fp = getattr(o, option)
                 value, label = get_path(msg, fp, msg_where, prefix, root) if fp else (None, "")
                 if option == "timestamp":
-                    fields[option] = unix_seconds(value, label, msg_where)
+                    fields[option] = unix_seconds(value, label, msg_where, fp)
                 else:
                     fields[option] = coerce(value, "text", label, option, msg_where)
             if o.turn_index is not None:
@@ -398,31 +419,43 @@ class Mapping(SourceAdapter):
                     raise wrong_type(label, "turn_index", msg_where, "a number or text", key)
             else:
                 key = natural_turn if natural_turn is not None else position
-            role = o.role_map.get(fields["role"]) or (fields["role"] if fields["role"] in ROLES else "agent")
+            given = fields["role"]  # mapped, else kept when it is a schema role; no role at all on a result: tool
+            role = o.role_map.get(given) or (given if given in ROLES else None)
+            role = role or ("tool" if answers is not None and given is None else "agent")
             if speaker not in agents:
                 agents[speaker] = agent(speaker, speaker, role, model=fields["model"])
             elif agents[speaker]["model"] is None:
                 agents[speaker]["model"] = fields["model"]
-            rows.append((key, position, speaker, fields["kind"] or "message", text, fields["timestamp"]))
+            stamp = fields["timestamp"]
+            if answers is not None:
+                result = {"call_id": answers, "name": call_names.get(answers), "arguments": None}
+                rows.append((key, position, speaker, "tool_result", text or "", stamp, result))
+            elif text is not None:
+                rows.append((key, position, speaker, fields["kind"] or "message", text, stamp, None))
+            for call in calls:
+                if call["call_id"] is not None:
+                    call_names.setdefault(call["call_id"], call["name"])
+                rows.append((key, position, speaker, "tool_call", call_text(call), stamp, call))
         if not rows:
             note = f" ({skipped} dropped by mapping.skip)" if skipped else ""
             raise Reject(f"the conversation has no messages{note}", field=None, kind="empty_conversation")
-        groups: dict[Any, list[tuple[int, str, str, str, float | None]]] = {}
+        groups: dict[Any, list[tuple[int, str, str, str, float | None, dict[str, Any] | None]]] = {}
         for key, *rest in rows:
             groups.setdefault(key, []).append(tuple(rest))
         keys = list(groups)
         if o.turn_index is not None and all(isinstance(k, (int, float)) for k in keys):
             keys.sort()
-        turns, ids, placed = [], {}, []  # ids: item position -> message id
+        turns, ids, placed, n = [], {}, [], 0  # ids: item position -> its message ids (a call each, and its text)
         for index, key in enumerate(keys):
             messages = []
-            for position, speaker, kind, text, timestamp in groups[key]:
-                ids[position] = len(ids)
-                messages.append(message(ids[position], speaker, kind, text, timestamp=timestamp))
+            for position, speaker, kind, text, timestamp, tool_call in groups[key]:
+                ids.setdefault(position, []).append(n)
+                messages.append(message(n, speaker, kind, text, timestamp=timestamp, tool_call=tool_call))
                 placed.append((messages[-1], items[position].seen))
+                n += 1
             turns.append({"index": index, "messages": messages})
         for m, seen in placed:  # what the speaker had seen, as message ids (a skipped message has none)
             if seen is not None:
-                m["visible_message_ids"] = sorted(ids[p] for p in seen if p in ids)
+                m["visible_message_ids"] = sorted(i for p in seen for i in ids.get(p, ()))
         times = [row[5] for row in rows if row[5] is not None]
         return turns, list(agents.values()), times, skipped

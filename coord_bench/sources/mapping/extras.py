@@ -19,7 +19,7 @@ def mapped_tree(options: MappingOptions) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     conversation_paths = [o.conversation_id, o.group_by, o.descriptions]
     conversation_paths += [*o.task.values(), *o.outcome.values(), *o.protocol.values()]
-    message_paths = [o.speaker, o.text, o.role, o.kind, o.model, o.timestamp, o.turn_index]
+    message_paths = [o.speaker, o.text, o.role, o.kind, o.model, o.timestamp, o.turn_index, o.tool_call_id]
     message_paths += [fp for fp, _ in o.skip]
     if o.layout == "flat":
         prefix: tuple[str, ...] = ()
@@ -35,6 +35,9 @@ def mapped_tree(options: MappingOptions) -> dict[str, Any]:
     for fp in message_paths:
         for alt in fp.alternatives if fp else ():
             _insert(tree, (*prefix, *alt))
+    for fp in o.tool_call.values() if o.tool_calls else ():  # relative to each call of a message
+        for alt in fp.alternatives:
+            _insert(tree, (*prefix, *o.tool_calls.alternatives[0], "*", *alt))
     return tree
 
 

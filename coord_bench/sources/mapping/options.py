@@ -6,16 +6,23 @@ tree and the adapter read only the parsed ``MappingOptions``.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import json
 import re
+import zoneinfo
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-ROLES = ("user", "assistant", "agent", "character")
+ROLES = ("user", "assistant", "agent", "character", "tool")
 READABLE = (".json", ".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".parquet")
 DEFAULT_FILES = tuple(f"**/*{suffix}" for suffix in READABLE)
+TEXT_FILES = ("**/*.log", "**/*.txt")  # the default globs of ``format: text``
+# with ``format: text``, an option not given reads the line regex's group of the same name, when it has one
+TEXT_DEFAULTS = ("speaker", "text", "timestamp", "kind", "role")
+# ``tool_call``: where a call's parts are, relative to one item of ``tool_calls`` (default: OpenAI's layout)
+TOOL_CALL_FIELDS = {"call_id": "id?", "name": "function.name", "arguments": "function.arguments?"}
 DEFAULT_LICENSE = "unknown — set mapping.license"
 # section -> {field: how its value is read}
 SECTIONS = {
@@ -45,16 +52,17 @@ SECTIONS = {
     },
 }
 PATH_OPTIONS = ("records", "conversation_id", "messages", "histories", "matrix", "turns", "turn_index", "speaker")
-PATH_OPTIONS += ("text", "role", "kind", "model", "timestamp", "group_by", "descriptions")
+PATH_OPTIONS += ("text", "role", "kind", "model", "timestamp", "group_by", "descriptions", "tool_calls", "tool_call_id")
 STRUCTURE = ("records", "messages", "histories", "matrix", "turns", "turn_index")  # one path, never optional
 REQUIRED = ("speaker", "text")  # may be a list of alternatives, never optional
 CONTAINERS = ("messages", "histories", "matrix")  # where a grouped conversation's messages are: exactly one
 DUPLICATE_IDS = ("reject", "number")
-OPTIONS = (*PATH_OPTIONS, "own_role", "files", "layout", "role_map", "skip", *SECTIONS, "interaction", "license")
-OPTIONS += ("duplicate_ids",)
+OPTIONS = (*PATH_OPTIONS, "own_role", "files", "layout", "format", "line", "separator", "tool_call", "role_map")
+OPTIONS += ("skip", *SECTIONS, "interaction", "license", "duplicate_ids")
 
 
 TRANSFORM_KEYS = ("path", "const", "join", "sep", "by_position", "regex", "group", "map", "default", "at_least")
+TIME_KEYS = ("time_format", "time_zone")  # timestamp only: a strptime format, the zone of zoneless times
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class FieldPath:
     default: Any = None  # when the regex does not match or the map lacks the value, if ``has_default`` (else
     has_default: bool = False  # the record is rejected)
     at_least: float | None = None  # a number >= at_least is true, below it false
+    time_format: str | None = None  # timestamp: a strptime format (default: Unix seconds or ISO-8601)
+    time_zone: dt.tzinfo = dt.timezone.utc  # timestamp: the zone of a date-time written without one
 
     @property
     def shown(self) -> str:
@@ -104,6 +114,11 @@ class MappingOptions:
     group_by: FieldPath | None = None
     descriptions: FieldPath | None = None  # {agent id: text}: agents[].description
     duplicate_ids: str = "reject"  # or "number": a repeated id becomes '<id>#2', '<id>#3', ...
+    tool_calls: FieldPath | None = None
+    tool_call_id: FieldPath | None = None
+    tool_call: dict[str, FieldPath] = field(default_factory=dict)  # call_id, name, arguments: paths in one call
+    line: re.Pattern | None = None  # format text: the regex of a line that starts a message
+    separator: re.Pattern | None = None  # format text: the regex of a line that starts a conversation
     role_map: dict[str, str] = field(default_factory=dict)
     skip: tuple[tuple[FieldPath, tuple[Any, ...]], ...] = ()
     task: dict[str, FieldPath] = field(default_factory=dict)
@@ -143,9 +158,10 @@ def _field_path(option: str, value: Any, errors: list[str]) -> FieldPath | None:
 def _value_spec(option: str, spec: dict[str, Any], errors: list[str]) -> FieldPath | None:
     """A value given as ``{path | const | join | by_position: ..., regex, group, map, default, at_least}``."""
     where = f"mapping.{option}"
-    unknown = sorted(set(spec) - set(TRANSFORM_KEYS))
+    keys = (*TRANSFORM_KEYS, *TIME_KEYS) if option == "timestamp" else TRANSFORM_KEYS
+    unknown = sorted(set(spec) - set(keys))
     if unknown:
-        errors.append(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; keys are: {', '.join(TRANSFORM_KEYS)}")
+        errors.append(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; keys are: {', '.join(keys)}")
         return None
     sources = [key for key in ("path", "const", "join", "by_position") if key in spec]
     if len(sources) != 1:
@@ -213,7 +229,37 @@ def _value_spec(option: str, spec: dict[str, Any], errors: list[str]) -> FieldPa
             errors.append(f"{where}.at_least: expected a number, found {threshold!r}")
             return None
         fields["at_least"] = float(threshold)
+    if "time_format" in spec:
+        if not isinstance(spec["time_format"], str) or "%" not in spec["time_format"]:
+            errors.append(f"{where}.time_format: expected a strptime format like '%Y-%m-%d %H:%M:%S', found "
+                          f"{spec['time_format']!r}")  # fmt: skip
+            return None
+        fields["time_format"] = spec["time_format"]
+    if "time_zone" in spec:
+        zone = _time_zone(spec["time_zone"])
+        if zone is None:
+            errors.append(f"{where}.time_zone: expected UTC, an offset like '+08:00' or a zone name like "
+                          f"'Europe/Berlin', found {spec['time_zone']!r}")  # fmt: skip
+            return None
+        fields["time_zone"] = zone
     return FieldPath(option, **fields)
+
+
+def _time_zone(value: Any) -> dt.tzinfo | None:
+    """``UTC``, an offset (``+08:00``, ``-0500``) or an IANA zone name; None when it is none of them."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text.upper() in ("UTC", "Z"):
+        return dt.timezone.utc
+    offset = re.fullmatch(r"([+-])(\d\d):?(\d\d)", text)
+    if offset:
+        sign = 1 if offset.group(1) == "+" else -1
+        return dt.timezone(sign * dt.timedelta(hours=int(offset.group(2)), minutes=int(offset.group(3))))
+    try:
+        return zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def parse_mapping(options: Any) -> MappingOptions:
@@ -232,7 +278,11 @@ def parse_mapping(options: Any) -> MappingOptions:
     layout = options.get("layout", "grouped")
     if layout not in ("grouped", "flat"):
         errors.append(f"mapping.layout: expected 'grouped' or 'flat', found {layout!r}")
-    parsed: dict[str, Any] = {}
+    line, separator = _text_format(options, errors)
+    if line is not None:
+        defaults = {name: name for name in TEXT_DEFAULTS if name in line.groupindex}
+        options = {"files": list(TEXT_FILES), "messages": "messages", **defaults, **options}
+    parsed: dict[str, Any] = {"line": line, "separator": separator}
     for option in PATH_OPTIONS:
         if options.get(option) is not None:
             parsed[option] = _field_path(option, options[option], errors)
@@ -300,6 +350,7 @@ def parse_mapping(options: Any) -> MappingOptions:
                 parsed_path = _field_path(f"{section}.{name}", path, errors)
                 if parsed_path:
                     sections[section][name] = parsed_path
+    parsed["tool_call"] = _tool_call(options, errors)
     for option in ("interaction", "license", "own_role"):
         if option in options and not (isinstance(options[option], str) and options[option].strip()):
             errors.append(f"mapping.{option}: expected non-empty text, found {options[option]!r}")
@@ -361,6 +412,69 @@ def _structure_errors(options: dict[str, Any]) -> list[str]:
     if options.get("own_role") is not None and not _structural_speaker(options):
         errors.append("mapping.own_role: only used with mapping.histories or mapping.matrix")
     return errors
+
+
+def _text_format(options: dict[str, Any], errors: list[str]) -> tuple[re.Pattern | None, re.Pattern | None]:
+    """``format: text``: the compiled line and separator regexes (None for JSON and Parquet, or when invalid)."""
+    fmt = options.get("format", "json")
+    if fmt not in ("json", "text"):
+        errors.append(f"mapping.format: expected 'json' (JSON, JSONL, Parquet by file name) or 'text', found {fmt!r}")
+        return None, None
+    if fmt == "json":
+        for option in ("line", "separator"):
+            if option in options:
+                errors.append(f"mapping.{option}: only read with format: text")
+        return None, None
+    for option, why in (("layout", "a text log is read as grouped"), ("records", "a file is one conversation"),
+                        ("turns", "each message is its own turn, or use turn_index")):  # fmt: skip
+        if option in options:
+            errors.append(f"mapping.{option}: not used with format: text ({why})")
+    pattern = options.get("line")
+    if not isinstance(pattern, str) or not pattern:
+        errors.append(
+            "mapping.line: required with format: text (a regex matching the line that starts a message, with named "
+            "groups: text, and speaker, timestamp, kind, role as the log has them)"
+        )
+        return None, None
+    line, separator = _regex("line", pattern, errors), None
+    if line is not None and "text" not in line.groupindex:
+        errors.append(f"mapping.line: needs a named group 'text' (the message's first line), found groups "
+                      f"{sorted(line.groupindex) or 'none'} in {pattern!r}")  # fmt: skip
+        line = None
+    if "separator" in options:
+        given = options["separator"]
+        if isinstance(given, str) and given:
+            separator = _regex("separator", given, errors)
+        else:
+            errors.append(f"mapping.separator: expected a regex matching the line that starts a conversation, found "
+                          f"{given!r}")  # fmt: skip
+    return line, separator
+
+
+def _regex(option: str, pattern: str, errors: list[str]) -> re.Pattern | None:
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        errors.append(f"mapping.{option}: not a regular expression ({err}): {pattern!r}")
+        return None
+
+
+def _tool_call(options: dict[str, Any], errors: list[str]) -> dict[str, FieldPath]:
+    """The paths of a call's id, name and arguments inside one item of ``tool_calls`` (OpenAI's by default)."""
+    given = options.get("tool_call")
+    if given is not None and "tool_calls" not in options:
+        errors.append("mapping.tool_call: needs mapping.tool_calls (the list of calls in a message)")
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        errors.append(f"mapping.tool_call: expected {{{', '.join(TOOL_CALL_FIELDS)}: path in one call}}, "
+                      f"found {given!r}")  # fmt: skip
+        given = {}
+    for name in given:
+        if name not in TOOL_CALL_FIELDS:
+            errors.append(f"mapping.tool_call: unknown field {name!r}; fields are: {', '.join(TOOL_CALL_FIELDS)}")
+    paths = {**TOOL_CALL_FIELDS, **{k: v for k, v in given.items() if k in TOOL_CALL_FIELDS}}
+    parsed = {name: _field_path(f"tool_call.{name}", path, errors) for name, path in paths.items()}
+    return {name: fp for name, fp in parsed.items() if fp is not None}
 
 
 def check_mapping(options: Any) -> None:

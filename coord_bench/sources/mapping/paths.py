@@ -211,14 +211,21 @@ def coerce(value: Any, how: str, label: str, option: str, where: str) -> Any:
     raise AssertionError(how)
 
 
-def unix_seconds(value: Any, label: str, where: str) -> float | None:
-    """A timestamp as Unix seconds: a number, a number as text, an ISO-8601 text or a datetime (naive: UTC)."""
+def unix_seconds(value: Any, label: str, where: str, fp: FieldPath | None = None) -> float | None:
+    """A timestamp as Unix seconds: a number, a number as text, an ISO-8601 text, a text in the option's
+    ``time_format``, or a datetime; one without a zone is in the option's ``time_zone`` (default UTC)."""
     if value is None:
         return None
+    zone = fp.time_zone if fp is not None else dt.timezone.utc
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     moment = value if isinstance(value, dt.datetime) else None  # Parquet timestamp columns
-    if isinstance(value, str):
+    if isinstance(value, str) and fp is not None and fp.time_format is not None:
+        try:
+            moment = dt.datetime.strptime(value.strip(), fp.time_format)
+        except ValueError:
+            raise wrong_type(label, "timestamp", where, f"a date-time like {fp.time_format!r}", value) from None
+    elif isinstance(value, str):
         text = value.strip()
         try:
             seconds = float(text)  # Unix seconds written as text
@@ -234,5 +241,5 @@ def unix_seconds(value: Any, label: str, where: str) -> float | None:
     if moment is None:
         raise wrong_type(label, "timestamp", where, "Unix seconds or an ISO-8601 date-time", value)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=zone)
     return moment.timestamp()
