@@ -158,3 +158,18 @@ def test_invalid_review_files_are_refused_with_their_line(exported, tmp_path, ca
     assert "dave.jsonl, line 1: missing field 'agreement_level'" in err and "dave.jsonl, line 10: not JSON" in err
     assert not (folder / "reviews").exists() and not (folder / "reports" / "labels.json").exists()
     assert {p: p.read_bytes() for p in folder.rglob("*.parquet")} == before
+
+
+def test_a_rebuild_keeps_the_review_and_merges_it_again(exported, tmp_path):
+    from judge_helpers import build_sources
+
+    folder, rows = exported
+    _write(tmp_path / "erin.csv", _fill(rows, ["false"] * 9, ["none"] * 9, ["tie"] * 3))
+    assert main(["review-import", str(folder), str(tmp_path / "erin.csv")]) == 0
+    build_sources(folder, ("chatbot_arena", "debate", "multi_character_dialogue"), 3)  # the same build, again
+    assert (folder / "reviews" / "human_labels.jsonl").is_file()  # not a build folder: carried over
+    labels = [r["annotations"]["coordination"]["labels"] for r in records_of(folder)]
+    assert len(labels) == 9 and all({i["provenance"] for i in items} == {"human:erin"} for items in labels)
+    manifest = json.loads((folder / "build_manifest.json").read_text(encoding="utf-8"))
+    assert manifest["annotations"]["human_review"]["conversations"] == 9
+    assert json.loads((folder / "reports" / "labels.json").read_text())["human_review"]["annotators"] == ["erin"]
