@@ -88,6 +88,8 @@ def _mean(flags: np.ndarray) -> float:
 
 
 def _alpha(units: list[list[str | None]]) -> float:
+    if len({v for unit in units for v in unit if v is not None}) < 2:
+        raise Undefined("one class only")  # as for kappa: no variation, nothing to agree on beyond chance
     value = krippendorff_alpha(units)
     if value is None:
         raise Undefined("fewer than two pairable values")
@@ -177,9 +179,9 @@ def inter_annotator(rows: list[Conversation]) -> dict[str, Any]:
 
 def machine_vs_humans(rows: list[Conversation], kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    names = [n for n in ORDER if any(n in r.machine[kind] for r in rows)]
+    names = [n for n in ORDER if any(r.machine[kind].get(n) is not None for r in rows)]  # labels it made
     for name in names:
-        reviewed = [r for r in rows if any(name in labels for labels in r.human)]
+        reviewed = [r for r in rows if any(name in labels for labels in r.human.values())]
         pairs = [(r.id, r.machine[kind].get(name), r.majority(name)) for r in reviewed]
         both = [(i, m, h) for i, m, h in pairs if m is not None and h is not None]
         if not reviewed:
@@ -314,7 +316,7 @@ def card_section(folder: Path) -> str:
     report = json.loads(path.read_text(encoding="utf-8"))
     boot = report["bootstrap"]
     parts.append(f"From `{REPORT}` (coord_bench {report['coord_bench_version']}); intervals are {boot['interval']} "
-                 f"over {boot['samples']} bootstrap draws of whole {boot['unit']}s, seed {boot['seed']}.")  # fmt: skip
+                 f"over {boot['samples']} bootstrap draws of whole {boot['unit']}, seed {boot['seed']}.")  # fmt: skip
     human = report["human_review"]
     parts += ["", "### Human review", ""]
     if not human["conversations"]:

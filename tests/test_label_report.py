@@ -92,3 +92,38 @@ def test_the_card_section_is_rendered_from_labels_json(real_build, tmp_path):
     section = card_section(folder)
     assert "| `fixture-judge` | 0.432 [0.300, 0.500] (n=12) |" in section and "0.123 (n=4)" in section
     assert "arXiv:2306.05685" in section and "proves the plumbing, not the quality" in section
+
+
+def _reviewed(template, n, rules_success, human, consensus_success=None):
+    from coord_bench.labels import make_label
+
+    record = copy.deepcopy(template)
+    record["id"] = f"debate:fixture{n}"
+    labels = [make_label("success", value, f"human:{who}") for who, value in human.items()]
+    consensus = None if consensus_success is None else {"success": consensus_success}
+    record["annotations"]["coordination"] = {
+        "rules": {"success": rules_success, "agreement_level": None}, "judges": [], "consensus": consensus,
+        "labels": labels,
+    }  # fmt: skip
+    return Conversation(record)
+
+
+def test_rules_and_judge_against_the_annotators_majority(real_build):
+    from coord_bench.label_report import machine_vs_humans
+
+    template = next(r for r in records_of(real_build) if r["source"] == "debate")
+    rows = [
+        _reviewed(template, 1, True, {"alice": "true", "bob": "true"}, consensus_success=True),  # agree
+        _reviewed(template, 2, False, {"alice": "false", "bob": "true"}),  # annotators tie: left out
+        _reviewed(template, 3, True, {"alice": "false", "bob": "false"}),  # disagree
+        _reviewed(template, 4, False, {"alice": "false", "bob": "false", "carol": "true"}),  # agree (2 of 3)
+        _reviewed(template, 5, None, {"alice": "true"}),  # no rule label
+    ]
+    rules = machine_vs_humans(rows, "rules")["success"]
+    # rows 1, 3, 4: rules T T F, majority T F F: accuracy 2/3; p_o = 2/3, p_e = (2*1 + 1*2)/9 = 4/9,
+    # kappa = (6/9 - 4/9) / (5/9) = 2/5
+    assert (rules["reviewed"], rules["n"], rules["no_human_majority"], rules["no_machine_label"]) == (5, 3, 1, 1)
+    assert rules["accuracy"]["value"] == pytest.approx(2 / 3) and rules["cohen_kappa"]["value"] == pytest.approx(0.4)
+    judge = machine_vs_humans(rows, "judge")["success"]
+    assert judge["n"] == 1 and judge["accuracy"]["value"] == 1.0
+    assert judge["cohen_kappa"]["value"] is None and judge["cohen_kappa"]["reason"] == "one class only"

@@ -82,9 +82,10 @@ def test_review_round_trip_reproduces_a_known_kappa(exported, tmp_path):
     # Cohen's kappa = (54/81 - 40/81) / (41/81) = 14/41 = 0.341463...
     # Krippendorff's alpha (nominal, 2 coders, 18 values): coincidences o_TF = o_FT = 3, n_T = n_F = 9,
     #   D_o = 6/18, D_e = 2*9*9 / (18*17) = 162/306, alpha = 1 - (6/18)/(162/306) = 10/27 = 0.370370...
-    alice = "true true true true true false false false false".split()
-    bob = "true true true false false false false false true".split()
-    levels = "full partial none full partial none full partial none".split()  # the same for both: kappa 1
+    t, f = "true", "false"
+    alice = [t, t, t, t, t, f, f, f, f]
+    bob = [t, t, t, f, f, f, f, f, t]
+    levels = ["full", "partial", "none"] * 3  # the same for both: kappa 1
     _write(tmp_path / "alice.csv", _fill(rows, alice, levels, ["A", "B", "tie"]))
     jsonl = _fill(rows, [v.upper() for v in bob], levels, ["a", "B", "B"])  # spreadsheet case is accepted
     (tmp_path / "bob.jsonl").write_text("".join(json.dumps(r) + "\n" for r in jsonl), encoding="utf-8")
