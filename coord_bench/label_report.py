@@ -11,8 +11,10 @@ Four measurements, each with a 95% bootstrap interval that resamples conversatio
   share of verdicts that survived swapping A and B, and agreement within length-matched pairs (the two
   responses within :data:`LENGTH_MATCH` of each other in length), with the share of decisive verdicts that
   picked the longer response, for the verbosity confound;
-- consistency across near-duplicates: conversations whose normalized prompt (``splits.normalize_text`` of the
-  task text) is the same, and the share of those pairs whose labels agree, per label.
+- consistency across near-duplicates: pairs of conversations whose normalized prompt (``splits.normalize_text``
+  of the task text) is the same, and, where the build ran the embeddings layer, pairs whose conversation
+  embeddings (the mean of their messages' cached vectors) have cosine >= :data:`COSINE_THRESHOLD`; per
+  label, the share of those pairs whose labels agree.
 
 ``review-import`` writes the report after storing human labels; ``coord-bench report`` writes it too. The
 card's "How good are the labels" section is rendered from the file: no number is typed by hand.
@@ -38,6 +40,8 @@ from coord_bench.tasks.metrics import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, Undefin
 REPORT = "reports/labels.json"
 LENGTH_MATCH = 0.10  # |len(A) - len(B)| <= 10% of the longer response: a length-matched pair
 MAX_GROUP = 10  # near-duplicate groups contribute the pairs of their first 10 members (by id): 45 pairs at most
+COSINE_THRESHOLD = 0.95  # conversation embeddings this close (MiniLM, unit vectors) count as near-duplicates
+MAX_COSINE_PAIRS = 10_000
 ORDER = [f.name for f in FORM]
 COLUMNS = [
     "id",
@@ -241,29 +245,80 @@ def _arena_entry(items: list[tuple[str, str, str, bool | None, tuple[int, int, s
     }
 
 
-def near_duplicates(rows: list[Conversation]) -> dict[str, Any]:
-    """Per label, the share of same-prompt pairs whose labels agree (bootstrap over prompt groups)."""
+def _label_values(r: Conversation) -> dict[str, str | None]:
+    """Every label of a conversation by ``<who>:<name>`` (who: rules, judge, human majority)."""
+    out = {f"{kind}:{name}": v for kind, by_name in r.machine.items() for name, v in by_name.items()}
+    return {**out, **{f"human:{name}": r.majority(name) for name in ORDER}}
+
+
+def _pair_agreement(pairs: list[tuple[str, Conversation, Conversation]]) -> dict[str, Any]:
+    """Per label, the share of ``(bootstrap group, a, b)`` pairs whose labels agree, where both have one."""
+    values = {r.id: _label_values(r) for _, a, b in pairs for r in (a, b)}
+    out: dict[str, Any] = {}
+    for label in sorted({k for v in values.values() for k in v}):
+        both = [(g, values[a.id][label], values[b.id][label]) for g, a, b in pairs
+                if values[a.id][label] is not None and values[b.id][label] is not None]  # fmt: skip
+        if both:
+            g, x, y = (list(col) for col in zip(*both, strict=True))
+            out[label] = {"pairs": len(both), "agree": _est(_share, g, x, y)}
+    return out
+
+
+def same_prompt(rows: list[Conversation]) -> dict[str, Any]:
+    """Pairs of conversations with the same normalized prompt (bootstrap over prompt groups)."""
     groups: dict[str, list[Conversation]] = defaultdict(list)
     for r in rows:
         if r.prompt:
             groups[r.prompt].append(r)
     pairs = [(group_hash(prompt), a, b) for prompt, members in groups.items()
              for a, b in combinations(sorted(members, key=lambda r: r.id)[:MAX_GROUP], 2)]  # fmt: skip
-    labels: dict[str, Any] = {}
+    return {"groups": sum(len(m) >= 2 for m in groups.values()), "pairs": len(pairs), "labels": _pair_agreement(pairs)}
 
-    def values(r: Conversation) -> dict[str, str | None]:
-        out = {f"{kind}:{name}": v for kind, by_name in r.machine.items() for name, v in by_name.items()}
-        return {**out, **{f"human:{name}": r.majority(name) for name in ORDER}}
 
-    cache = {r.id: values(r) for _, a, b in pairs for r in (a, b)}
-    for label in sorted({k for v in cache.values() for k in v}):
-        both = [(g, cache[a.id][label], cache[b.id][label]) for g, a, b in pairs
-                if cache[a.id][label] is not None and cache[b.id][label] is not None]  # fmt: skip
-        if both:
-            g, x, y = (list(col) for col in zip(*both, strict=True))
-            labels[label] = {"pairs": len(both), "agree": _est(_share, g, x, y)}
-    return {"method": "same normalized prompt", "groups": sum(len(m) >= 2 for m in groups.values()),
-            "pairs": len(pairs), "labels": labels}  # fmt: skip
+def similar_embeddings(rows: list[Conversation], vectors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Pairs whose conversation embeddings have cosine >= :data:`COSINE_THRESHOLD` (bootstrap over the first
+    conversation of each pair); at most :data:`MAX_COSINE_PAIRS`, in id order."""
+    kept = sorted((r for r in rows if r.id in vectors), key=lambda r: r.id)
+    matrix = np.stack([vectors[r.id] for r in kept]) if kept else np.zeros((0, 1))
+    pairs: list[tuple[str, Conversation, Conversation]] = []
+    for i in range(len(kept) - 1):
+        cosines = matrix[i + 1 :] @ matrix[i]
+        pairs += [(kept[i].id, kept[i], kept[i + 1 + j]) for j in np.flatnonzero(cosines >= COSINE_THRESHOLD)]
+        if len(pairs) >= MAX_COSINE_PAIRS:
+            pairs = pairs[:MAX_COSINE_PAIRS]
+            break
+    return {"threshold": COSINE_THRESHOLD, "conversations": len(kept), "pairs": len(pairs),
+            "labels": _pair_agreement(pairs)}  # fmt: skip
+
+
+def conversation_vectors(folder: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Each conversation's embedding: the re-normalized mean of its messages' vectors, read from the cache of
+    the build's embeddings layer (the layer stores per-text vectors only); None when the build has no such layer."""
+    from coord_bench.mappers.embeddings import Embedder, EmbeddingsConfig
+
+    entry = (manifest.get("annotations") or {}).get("embeddings")
+    if entry is None:
+        return None
+    config = EmbeddingsConfig(**(entry.get("params") or {}))
+    embedder = Embedder(model=config.model, device=config.device, batch_size=config.batch_size, progress=False,
+                        backend=config.backend, precision=config.precision)  # fmt: skip
+    out = {}
+    for batch in iter_record_batches(folder, manifest, ["id", "turns"]):
+        for record in batch:
+            texts = [m["text"] for t in record["turns"] for m in t["messages"]]
+            if texts:
+                mean = embedder.vectors(texts).astype(np.float64).mean(axis=0)
+                out[record["id"]] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return out
+
+
+def near_duplicates(rows: list[Conversation], vectors: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    return {
+        "same_prompt": same_prompt(rows),
+        "embedding_cosine": similar_embeddings(rows, vectors)
+        if vectors is not None
+        else {"skipped": "the build has no embeddings layer"},
+    }
 
 
 def labels_report(folder: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -287,7 +342,7 @@ def labels_report(folder: Path, manifest: dict[str, Any] | None = None) -> dict[
             "judge_vs_humans": machine_vs_humans(reviewed, "judge"),
         },
         "arena_judge_vs_voters": {"length_match": LENGTH_MATCH, "by_model": arena_judge(rows), "published": ZHENG_2023},
-        "near_duplicates": near_duplicates(rows),
+        "near_duplicates": near_duplicates(rows, conversation_vectors(folder, manifest)),
     }
 
 
@@ -372,11 +427,21 @@ def card_section(folder: Path) -> str:
         "project's tests, proves the plumbing, not the quality: compare a strong judge's numbers with theirs.",
     ]
     dup = report["near_duplicates"]
+    prompt, cosine = dup["same_prompt"], dup["embedding_cosine"]
     parts += ["", "### Consistency across near-duplicates", "",
-              f"{dup['pairs']} pairs of conversations in {dup['groups']} groups with the same normalized prompt "
+              f"Pairs of conversations with the same normalized prompt: {prompt['pairs']} in {prompt['groups']} groups "
               f"(at most {MAX_GROUP} conversations per group). Arena pairs share a prompt but not their responses, "
               "so their judge labels need not agree; DEBATE and scene pairs should."]  # fmt: skip
-    rows = [[f"`{label}`", e["pairs"], _cell(e["agree"])] for label, e in dup["labels"].items()]
+    rows = [[f"`{label}`", e["pairs"], _cell(e["agree"])] for label, e in prompt["labels"].items()]
     if rows:
         parts += ["", table(["label", "pairs", "share agreeing"], rows)]
+    if "skipped" in cosine:
+        parts += ["", f"Pairs by embedding: not measured ({cosine['skipped']})."]
+    else:
+        found = f"{cosine['pairs']} among {cosine['conversations']} conversations"
+        parts += ["", "Pairs whose conversation embeddings (the mean of their messages' vectors) have cosine >= "
+                      f"{cosine['threshold']}: {found}."]  # fmt: skip
+        rows = [[f"`{label}`", e["pairs"], _cell(e["agree"])] for label, e in cosine["labels"].items()]
+        if rows:
+            parts += ["", table(["label", "pairs", "share agreeing"], rows)]
     return "\n".join(parts) + "\n"

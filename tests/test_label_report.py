@@ -11,7 +11,7 @@ import pytest
 from judge_helpers import records_of
 
 from coord_bench.cli import main
-from coord_bench.label_report import REPORT, Conversation, arena_judge, card_section, near_duplicates
+from coord_bench.label_report import REPORT, Conversation, arena_judge, card_section, same_prompt
 
 
 def _arena_row(template, n, winner, preferred, consistent, len_a, len_b):
@@ -70,7 +70,7 @@ def test_near_duplicates_share_of_agreeing_pairs(real_build):
         rules = {"success": success, "agreement_level": level}
         record["annotations"]["coordination"] = {"rules": rules, "judges": [], "consensus": None}
         rows.append(Conversation(record))
-    found = near_duplicates(rows)
+    found = same_prompt(rows)
     # one group of 3: pairs (0,1) agree on success, (0,2) and (1,2) do not: 1/3; all 3 agree on the level
     assert found["groups"] == 1 and found["pairs"] == 3
     assert found["labels"]["rules:success"]["agree"]["value"] == pytest.approx(1 / 3)
@@ -82,7 +82,7 @@ def test_the_card_section_is_rendered_from_labels_json(real_build, tmp_path):
     shutil.copytree(real_build, folder)
     assert main(["report", str(folder)]) == 0  # writes reports/labels.json and the card
     report = json.loads((folder / REPORT).read_text(encoding="utf-8"))
-    assert report["near_duplicates"]["method"] == "same normalized prompt"
+    assert report["near_duplicates"]["embedding_cosine"] == {"skipped": "the build has no embeddings layer"}
     assert "## How good are the labels" in (folder / "README.md").read_text(encoding="utf-8")
     report["arena_judge_vs_voters"]["by_model"]["fixture-judge"] = {
         key: {"value": 0.4321, "low": 0.3, "high": 0.5, "n": 12}
@@ -127,3 +127,38 @@ def test_rules_and_judge_against_the_annotators_majority(real_build):
     judge = machine_vs_humans(rows, "judge")["success"]
     assert judge["n"] == 1 and judge["accuracy"]["value"] == 1.0
     assert judge["cohen_kappa"]["value"] is None and judge["cohen_kappa"]["reason"] == "one class only"
+
+
+def test_near_duplicates_by_embedding_cosine(real_build):
+    import numpy as np
+
+    from coord_bench.label_report import COSINE_THRESHOLD, similar_embeddings
+
+    template = next(r for r in records_of(real_build) if r["source"] == "debate")
+    rows = [_reviewed(template, n, success, {}) for n, success in enumerate([True, False, True])]
+    angle = np.arccos(0.99)  # rows 0 and 1 at cosine 0.99 (>= the threshold); row 2 orthogonal to both
+    vectors = dict(zip([r.id for r in rows], [np.array([1.0, 0, 0]), np.array([np.cos(angle), np.sin(angle), 0]),
+                                              np.array([0, 0, 1.0])], strict=True))  # fmt: skip
+    assert COSINE_THRESHOLD <= 0.99
+    found = similar_embeddings(rows, vectors)
+    assert found["pairs"] == 1 and found["labels"]["rules:success"]["agree"]["value"] == 0.0  # True vs False
+
+
+def test_conversation_embeddings_come_from_the_layer_cache(tmp_path):
+    import numpy as np
+    from realdata import source_dir_args
+
+    from coord_bench.label_report import conversation_vectors
+    from coord_bench.mappers.embeddings import Embedder
+
+    out = tmp_path / "b"
+    args = ["build", "--no-progress", "--out", str(out), "--limit", "2", "--sources", "debate",
+            "--annotate", "embeddings", "--set", "output.report=false", *source_dir_args(("debate",))]  # fmt: skip
+    assert main(args) == 0
+    records = records_of(out)
+    found = conversation_vectors(out, json.loads((out / "build_manifest.json").read_text()))
+    assert set(found) == {r["id"] for r in records}
+    encoder = Embedder(progress=False)
+    for record in records:  # the model itself on the messages (not the cache), their mean at unit length
+        direct = encoder.encode([m["text"] for t in record["turns"] for m in t["messages"]]).mean(axis=0)
+        assert float(found[record["id"]] @ (direct / np.linalg.norm(direct))) == pytest.approx(1.0, abs=1e-4)
