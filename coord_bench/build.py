@@ -50,11 +50,19 @@ def build_dataset(plan: BuildPlan, progress: bool = True, say: Say | None = None
     """The build ``coord-bench build`` runs: the plan's layers (and those they need), then the card."""
     from coord_bench.card import write_card
     from coord_bench.mappers.registry import build_layers
+    from coord_bench.review_import import STORE, HumanLabels, by_conversation, stored_labels
 
     context = LayerContext(budget_folder=Path(plan.out_dir).absolute(), progress=progress)  # the judge's budget
     load_path = f"./{Path(plan.out_dir).name}"  # the card names the folder asked for, not the staging folder
-    card = [lambda work_dir, manifest: write_card(work_dir, manifest, load_path)]
-    return run_build(plan, build_layers(plan.annotations, context), context, card, say)
+    layers = build_layers(plan.annotations, context)
+    finishers = [lambda work_dir, manifest: write_card(work_dir, manifest, load_path)]
+    reviewed = stored_labels(Path(plan.out_dir))  # a review imported into the previous build: merged again
+    if reviewed:
+        from coord_bench.label_report import write_labels_report
+
+        layers.append(HumanLabels(by_conversation(reviewed), [STORE]))
+        finishers.insert(0, write_labels_report)
+    return run_build(plan, layers, context, finishers, say)
 
 
 class SourcesInput:

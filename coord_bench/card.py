@@ -254,6 +254,7 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
     the YAML's sizes and fingerprints come from its shards.
     """
     from coord_bench.evaluate import card_section as benchmark_section
+    from coord_bench.label_report import card_section as labels_section
     from coord_bench.report import card_figures
 
     template = DatasetCard(resource_path("dataset_card.md").read_text(encoding="utf-8"))
@@ -307,6 +308,7 @@ def render_card(manifest: dict[str, Any], repo_id: str, out_dir: Path) -> str:
         source_limitations="\n".join(f"- {n}: {adapter_class(a).CAVEATS[-1]}." for n, a in source_adapters.items()),
         figures=card_figures(out_dir),
         benchmark=benchmark_section(out_dir),
+        labels=labels_section(out_dir),
     )
     import yaml
 

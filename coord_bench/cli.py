@@ -202,10 +202,17 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from coord_bench.build_folder import read_manifest
+    from coord_bench.card import write_card
+    from coord_bench.label_report import write_labels_report
     from coord_bench.report import main as write_report
 
     with _holding(args, Path(args.dir)):
-        return write_report(Path(args.dir))
+        status = write_report(Path(args.dir))
+        labels = write_labels_report(Path(args.dir))
+        card = write_card(Path(args.dir), read_manifest(Path(args.dir)))
+    print(f"wrote {labels}; updated the card: {card}")
+    return status
 
 
 def _judge_params(args: argparse.Namespace, base: dict) -> dict:
@@ -289,10 +296,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_review_sample(args: argparse.Namespace) -> int:
-    from coord_bench.review import review_sample
+    from coord_bench.review import review_files, review_sample
 
-    count = review_sample(Path(args.dir), args.n, Path(args.out), seed=args.seed, judged_only=args.judged_only)
-    print(f"wrote {count} conversations (stratified by source, config and native outcome) to {args.out}")
+    count = review_sample(Path(args.dir), Path(args.out), n=args.n, seed=args.seed, judged_only=args.judged_only)
+    csv_path, jsonl_path, guide = review_files(args.out)
+    print(f"wrote {count} conversations (stratified by source, config and native outcome) to {csv_path} and "
+          f"{jsonl_path}; the annotation guide is {guide}")  # fmt: skip
+    return 0
+
+
+def cmd_review_import(args: argparse.Namespace) -> int:
+    from coord_bench.label_report import REPORT
+    from coord_bench.review_import import STORE, review_import
+
+    with _holding(args, Path(args.dir)):
+        manifest = review_import(Path(args.dir), [Path(f) for f in args.files], say=print)
+    review = manifest["annotations"]["human_review"]
+    print(f"stored the labels of {', '.join(review['annotators'])} on {review['conversations']} conversations: "
+          f"{Path(args.dir) / STORE} and annotations.coordination.labels; agreement in {Path(args.dir) / REPORT} "
+          "and the card's \"How good are the labels\" section")  # fmt: skip
     return 0
 
 
@@ -424,13 +446,26 @@ def parser() -> argparse.ArgumentParser:
     _wait_flag(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    review = sub.add_parser("review-sample", help="export a stratified sample of a build to CSV for manual review")
+    review = sub.add_parser(
+        "review-sample", help="export a stratified sample of a build for human review (CSV, JSONL and a guide)"
+    )
     review.add_argument("dir")
-    review.add_argument("--n", type=int, default=30, help="conversations (default 30)")
-    review.add_argument("--out", required=True, help="CSV file to write")
-    review.add_argument("--seed", type=int, default=0)
+    review.add_argument("--n", type=int, help="conversations (default: the recipe's review.sample_size, else 30)")
+    review.add_argument("--out", required=True, help="CSV file to write (the JSONL and the guide go beside it)")
+    review.add_argument("--seed", type=int, help="sample seed (default: the recipe's review.sample_seed, else 0)")
     review.add_argument("--judged-only", action="store_true", help="sample only conversations a judge labelled")
     review.set_defaults(func=cmd_review_sample)
+
+    review_in = sub.add_parser(
+        "review-import", help="read annotators' review files back: store the human labels and report agreement"
+    )
+    review_in.add_argument("dir")
+    review_in.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="filled-in review files (CSV or JSONL); annotator: the annotator column, else the file name",
+    )  # fmt: skip
+    _wait_flag(review_in)
+    review_in.set_defaults(func=cmd_review_import)
 
     push = sub.add_parser(
         "push", help="validate a built folder and upload it to a Hub dataset repo (token: HF_TOKEN or `hf auth login`)"

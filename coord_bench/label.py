@@ -6,7 +6,8 @@ the engine's second pass writes every config again with ``annotations.coordinati
 folder (``--out``), written and swapped in like any build, so a label killed at any point leaves the previous
 build whole and the rerun starts clean (see ``folder_swap``); judging costs nothing the second time, the
 cache holds every answer. The manifest is the build's, with ``annotations.judge`` added and the recipe's
-judge section and hash updated; the card follows.
+judge section and hash updated; the labels report (``reports/labels.json``: the judge against the arena's
+voters and any human review) and the card follow.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def label_build(
     """Judge the build in ``folder``; write it to ``out`` (default: in place). Returns the new manifest, or
     with ``dry_run`` the estimate of what labelling would send and cost (nothing is sent)."""
     from coord_bench.card import write_card
+    from coord_bench.label_report import write_labels_report
 
     folder = Path(folder).absolute()
     recovered_manifest(folder, say)
@@ -103,7 +105,7 @@ def label_build(
         output,
         [judge],
         LayerContext(budget_folder=folder, progress=progress),
-        finishers=[lambda work_dir, manifest: write_card(work_dir, manifest, load_path)],
+        finishers=[write_labels_report, lambda work_dir, manifest: write_card(work_dir, manifest, load_path)],
         say=say,
     )
 

@@ -287,7 +287,7 @@ def _annotated_copy(built: Path, dest: Path) -> Path:
     pq.write_table(
         pa.Table.from_pylist(rows, schema=features().arrow_schema), dest / "all" / "train-00000-of-00001.parquet"
     )
-    (dest / "reports").mkdir()
+    (dest / "reports").mkdir(exist_ok=True)  # `report` wrote reports/labels.json into the build copied
     (dest / "reports" / "latent_quality.json").write_text(json.dumps(latent_quality()))
     return dest
 
