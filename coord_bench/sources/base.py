@@ -23,13 +23,17 @@ from coord_bench.splits import assign_split, group_hash
 
 
 class Reject(Exception):
-    """A raw record that cannot become a unified record. ``field`` names the offending source field."""
+    """A raw record that cannot become a unified record. ``field`` names the offending source field;
+    ``failures`` lists every field failure when an adapter collects them (``reason`` joins them)."""
 
-    def __init__(self, reason: str, field: str | None = None, kind: str = "invalid"):
+    def __init__(
+        self, reason: str, field: str | None = None, kind: str = "invalid", failures: list[dict[str, Any]] | None = None
+    ):
         super().__init__(reason)
         self.reason = reason
         self.field = field
         self.kind = kind
+        self.failures = failures
 
 
 @dataclass(frozen=True)
