@@ -142,7 +142,7 @@ def _normalize_into(
                 bar.update()
                 try:
                     record = adapter.normalize(raw)
-                    _check(record, seen_ids, adapter.DUPLICATE_HINT)
+                    check_record(record, seen_ids, adapter.DUPLICATE_HINT)
                 except Reject as reject:
                     _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(raw), reject)
                     continue
@@ -178,7 +178,7 @@ def _reject(
     write_reject(rejects, source, locator, reject, payload)
 
 
-def _check(record: dict[str, Any], seen_ids: dict[str, str], hint: str) -> None:
+def check_record(record: dict[str, Any], seen_ids: dict[str, str], hint: str) -> None:
     """Reject records the schema refuses and second copies of an id (``hint``: the adapter's way out)."""
     problems = list(record_problems(record))
     if problems:

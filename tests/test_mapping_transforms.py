@@ -207,6 +207,8 @@ def test_a_dry_run_previews_the_first_mapped_conversation_or_the_first_failure(t
 
     recipe["sources"][0]["mapping"]["text"] = "body"  # wrong: the messages hold 'content'
     path.write_text(yaml.safe_dump(recipe))
-    assert main(["build", str(path), "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "preview: record runs.jsonl#0 is rejected: field path 'body' (text) matches nothing" in out
+    assert main(["build", str(path), "--dry-run"]) == 2  # a recipe that maps nothing fails the dry run
+    printed = capsys.readouterr()
+    assert "record runs.jsonl#0 is rejected: field path 'body' (text) matches nothing" in printed.out
+    assert printed.err.startswith("coord-bench build: error: the dry run found a source that maps nothing:\n"
+                                  "  source 'team_logs': none of its first 3 records maps; record runs.jsonl#0")
