@@ -233,7 +233,8 @@ def _source_entry(adapter: Any, files: list[Path], stats: dict[str, Any]) -> dic
             for p in files
         ],
         "empty_files": stats["empty_files"],  # files that hold no record (zero bytes, [] or blank lines only)
-        "read": stats["read"],
+        "read": stats["read"],  # conversations (what the adapter yields as one record)
+        "top_level_values": adapter.top_level_values,  # values of the files they came from (lines, elements)
         "normalized": stats["normalized"],
         "rejected": stats["rejected"],
         "rejects_by_kind": dict(sorted(stats["rejects_by_kind"].items())),

@@ -191,6 +191,21 @@ class SourceAdapter(ABC):
 
     def __init__(self, spec: SourceSpec):
         self.spec = spec
+        self._values_per_file: dict[Path, int] = {}
+
+    def read_values(self, path: Path, values: Iterator[tuple[int, Any]] | None = None) -> Iterator[tuple[int, Any]]:
+        """The top-level values of a file (``iter_records``, or ``values`` read another way: a text log's
+        conversations), counted per file, so that reading a file twice (the flat layout's passes) counts it once."""
+        for index, value in iter_records(path) if values is None else values:
+            self._values_per_file[path] = max(self._values_per_file.get(path, 0), index + 1)
+            yield index, value
+
+    @property
+    def top_level_values(self) -> int:
+        """The top-level values read from the files so far: JSONL lines, JSON array elements, Parquet rows, the
+        conversations of a text log. A record need not be one: a value may hold a list of conversations, a flat
+        log's value is one event."""
+        return sum(self._values_per_file.values())
 
     def files(self) -> list[Path]:
         """The source's data files under its root, in a stable order."""
@@ -207,7 +222,7 @@ class SourceAdapter(ABC):
     def iter_raw(self) -> Iterator[RawRecord]:
         for path in self.files():
             relative = path.relative_to(self.spec.root).as_posix()
-            for index, value in iter_records(path):
+            for index, value in self.read_values(path):
                 yield RawRecord(relative, index, value)
 
     def normalize(self, raw: RawRecord) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from coord_bench.sources.mapping.paths import (
 )
 from coord_bench.sources.mapping.text_log import iter_text_log
 from coord_bench.sources.mapping.tool_calls import answered_call, call_text, calls_in
-from coord_bench.sources.readers import ReadFailure, iter_records
+from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import normalize_text
 
 _NO_ID = object()
@@ -151,13 +151,13 @@ class Mapping(SourceAdapter):
         """The file's records: its top-level values, or the items of the list at ``records`` in each."""
         fp = self.options.records
         if self.options.line is not None:
-            yield from iter_text_log(path, self.options.line, self.options.separator)
+            yield from self.read_values(path, iter_text_log(path, self.options.line, self.options.separator))
             return
         if fp is None:
-            yield from iter_records(path)
+            yield from self.read_values(path)
             return
         n = 0
-        for top, value in iter_records(path):
+        for top, value in self.read_values(path):
             if isinstance(value, ReadFailure):
                 yield n, value
                 n += 1
