@@ -100,7 +100,16 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
 def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
     """Raise ``RecipeError`` listing every problem, each with its key path, the expectation and the value."""
     found = sorted(validator(RECIPE_SCHEMA).iter_errors(recipe), key=lambda e: list(e.path))
-    errors = [describe_error(e) for e in found]
+    # A mapping section's problems are said by check_mapping (one line each, with close option names); the
+    # schema's errors under it are kept only where check_mapping finds nothing, so a disagreement still shows.
+    mapping_errors: dict[int, list[str]] = {}
+    errors = []
+    for error in found:
+        path = list(error.absolute_path)
+        if path[:1] == ["sources"] and len(path) > 2 and path[2] == "mapping":
+            mapping_errors.setdefault(path[1], []).append(describe_error(error))
+        else:
+            errors.append(describe_error(error))
     # The checks below see only values of the right type: the schema errors above already name the others.
     names = []
     sources = recipe.get("sources")
@@ -119,6 +128,8 @@ def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
                 check_mapping(source.get("mapping"))
             except ValueError as err:
                 errors.append(f"sources[{i}].mapping: {err}")
+                mapping_errors.pop(i, None)
+        errors += mapping_errors.pop(i, [])
         location = source.get("location") or {"embedded": True}
         given = [k for k in ("embedded", "path", "hub") if isinstance(location, dict) and location.get(k)]
         if isinstance(location, dict) and len(given) != 1:

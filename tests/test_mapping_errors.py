@@ -5,17 +5,24 @@ records of every source, and one reject per record that lists every field failur
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import datasets
 import pytest
 import yaml
 from realdata import REAL
+from test_mapping import CHAT_MAPPING, EVENTS_MAPPING
+from test_mapping_transforms import ORCHESTRATOR_MAPPING
 
 from coord_bench.build_folder import read_manifest
 from coord_bench.cli import main
 from coord_bench.folder_swap import staging_path
+from coord_bench.recipe import RECIPE_SCHEMA, RecipeError, validate_recipe
 from coord_bench.report.page import counts_tables
+from coord_bench.schema import load_schema, validator
+from coord_bench.sources.mapping.options import OPTIONS, ROLES, SECTIONS, TRANSFORM_KEYS
 
 MAPPING = {
     "files": "*.jsonl",
@@ -145,7 +152,7 @@ def test_a_source_with_most_records_rejected_builds_with_a_loud_warning(tmp_path
     )
     [warning] = read_manifest(out)["sources"]["team"]["warnings"]
     assert warning.startswith("2 of 3 records (67%) were rejected") and "runs.jsonl#2 field 'verdict'" in warning
-    assert "found \"draw\"" in warning and "found \"model_c\"" in warning
+    assert 'found "draw"' in warning and 'found "model_c"' in warning
     assert "<b>Warning</b> team: 2 of 3 records (67%)" in counts_tables(read_manifest(out))
 
 
@@ -208,3 +215,72 @@ def test_a_dry_run_of_paths_that_match_nothing_fails(tmp_path, capsys, mapping, 
     root = write_batches(tmp_path / "runs", [[conversation("c1")]])
     assert build(write_recipe(tmp_path, root, {**MAPPING, **mapping}), tmp_path / "out", "--dry-run") == 2
     assert expected in capsys.readouterr().err
+
+
+def mapping_schema():
+    return load_schema(RECIPE_SCHEMA)["$defs"]
+
+
+def test_the_recipe_schema_describes_every_mapping_option_and_nothing_else():
+    defs = mapping_schema()
+    properties = defs["mapping"]["properties"]
+    assert sorted(properties) == sorted(OPTIONS)
+    assert all(node.get("description") for node in properties.values())
+    for section, fields in SECTIONS.items():
+        assert properties[section]["propertyNames"]["enum"] == list(fields)
+    assert list(defs["valueSpec"]["properties"]) == list(TRANSFORM_KEYS)
+    assert properties["role_map"]["additionalProperties"]["enum"] == list(ROLES)
+
+
+def readme_mappings():
+    """Every mapping section of the README's YAML examples."""
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    found = []
+    for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S):
+        if "mapping:" in block:
+            loaded = yaml.safe_load(block if not block.startswith(" ") else "x:\n" + block)
+            sources = loaded.get("sources") or [loaded.get("x") or loaded]
+            found += [source["mapping"] for source in sources if "mapping" in source]
+    return found
+
+
+README_MAPPINGS = readme_mappings()
+RECIPE_MAPPINGS = [CHAT_MAPPING, EVENTS_MAPPING, ORCHESTRATOR_MAPPING, MAPPING]
+
+
+@pytest.mark.parametrize("mapping", RECIPE_MAPPINGS + README_MAPPINGS)
+def test_the_recipes_of_the_readme_and_the_tests_are_valid_under_the_schema(mapping):
+    mapping = yaml.safe_load(mapping) if isinstance(mapping, str) else mapping
+    recipe = {"name": "x", "sources": [{"name": "mine", "adapter": "mapping", "mapping": mapping}]}
+    assert list(validator(RECIPE_SCHEMA).iter_errors(recipe)) == []
+    validate_recipe(recipe)  # options.py agrees
+
+
+BASE = {"messages": "m", "speaker": "s", "text": "t"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"speakr": "s"}, "mapping: unknown option 'speakr' (did you mean 'speaker'?)"),
+        ({"layout": "sideways"}, "mapping.layout: expected 'grouped' or 'flat', found 'sideways'"),
+        ({"text": 5}, "mapping.text: expected a field path like 'a.b.0.c' or a list of them, found 5"),
+        ({"speaker": {"path": "s", "regx": "x"}}, "mapping.speaker: unknown key(s) 'regx'; keys are: path, const"),
+        ({"speaker": {"path": "s", "const": "x"}}, "mapping.speaker: give exactly one of path, const, join"),
+        ({"outcome": {"winer": "w"}}, "mapping.outcome: unknown field 'winer'; fields are: decision_success"),
+        ({"role_map": {"bot": "robot"}}, "mapping.role_map.bot: expected one of user, assistant, agent, character"),
+        ({"files": []}, "mapping.files: expected a glob or a list of globs, found []"),
+        ({"license": ""}, "mapping.license: expected non-empty text, found ''"),
+        ({"model": {"const": "m", "at_least": "high"}}, "mapping.model.at_least: expected a number, found 'high'"),
+    ],
+)
+def test_an_invalid_mapping_is_refused_by_both_layers_and_reported_once(tmp_path, change, message):
+    """The schema and options.py agree on what is invalid; the build says it once, in options.py's words."""
+    recipe = {"name": "x", "sources": [{"name": "mine", "adapter": "mapping", "mapping": {**BASE, **change}}]}
+    assert list(validator(RECIPE_SCHEMA).iter_errors(recipe)), "the schema lets it through"
+    with pytest.raises(RecipeError) as refused:
+        validate_recipe(recipe)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "recipe is invalid:" and lines[1] == "  sources[0].mapping: invalid mapping options:"
+    assert [line.strip() for line in lines[2:]] == [next(line.strip() for line in lines if message in line)]
+
