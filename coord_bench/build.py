@@ -25,6 +25,7 @@ from coord_bench.pipeline import Finisher, Output, Say, run_pipeline, schema_rej
 from coord_bench.plan import BuildError, BuildPlan
 from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, adapter_class
+from coord_bench.sources.base import abbreviated
 from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import SPLITS
 from coord_bench.staging import StagedCorpus
@@ -184,7 +185,8 @@ def check_record(record: dict[str, Any], seen_ids: dict[str, str], hint: str) ->
     if problems:
         raise schema_reject("the normalized record breaks the schema: ", problems)
     if record["id"] in seen_ids:
-        raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {record['id']}){hint}", kind="duplicate")
+        same = abbreviated(record["id"])
+        raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {same}){hint}", kind="duplicate")
 
 
 def _raw_payload(raw: RawRecord) -> dict[str, Any]:

@@ -284,3 +284,19 @@ def test_an_invalid_mapping_is_refused_by_both_layers_and_reported_once(tmp_path
     assert lines[0] == "recipe is invalid:" and lines[1] == "  sources[0].mapping: invalid mapping options:"
     assert [line.strip() for line in lines[2:]] == [next(line.strip() for line in lines if message in line)]
 
+
+
+def test_an_id_made_of_a_long_question_is_abbreviated_in_a_duplicate_reject(tmp_path):
+    question = "Which of the following statements about the migration of monarch butterflies is true? " * 2
+    root = tmp_path / "debates"
+    root.mkdir()
+    said = [{"agent": "a1", "text": "B."}, {"agent": "a2", "text": "B, agreed."}]
+    for name in ("run1.json", "run2.json"):  # the same question asked in two runs: the same id
+        (root / name).write_text(json.dumps({question: [said, "B"], f"{name} other": [said, "C"]}))
+    mapping = {"files": "*.json", "records": ".", "conversation_id": "key", "messages": "value.0",
+               "speaker": "agent", "text": "text"}  # fmt: skip
+    out = tmp_path / "out"
+    assert build(write_recipe(tmp_path, root, mapping), out) == 0
+    [duplicate] = [r for r in rejects(out) if r["kind"] == "duplicate"]
+    assert question not in duplicate["reason"]
+    assert f"(same id team:{question[: 60 - 3 - len('team:')]}...)" in duplicate["reason"]

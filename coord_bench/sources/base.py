@@ -157,6 +157,11 @@ def reading(label: str) -> Iterator[None]:
         ) from None
 
 
+def abbreviated(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, ending in '...': ids and keys may be whole question texts."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _preview(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."

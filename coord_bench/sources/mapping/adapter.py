@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coord_bench.answers import is_correct
-from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec, agent, blank, message
+from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec, abbreviated, agent, blank, message
 from coord_bench.sources.mapping.extras import mapped_tree, unmapped_fields
 from coord_bench.sources.mapping.failures import FieldFailures
 from coord_bench.sources.mapping.histories import history_items
@@ -227,8 +227,8 @@ class Mapping(SourceAdapter):
         starts = split[cid]
         again, before = starts[1]
         reason = (
-            f"conversation {cid!r} is not contiguous in {relative}: it reappears at event #{again} after "
-            f"conversation {before!r} started (its parts start at events "
+            f"conversation {abbreviated(cid)!r} is not contiguous in {relative}: it reappears at event #{again} "
+            f"after conversation {abbreviated(before)!r} started (its parts start at events "
             f"{', '.join(f'#{i}' for i, _ in starts)}). The flat layout needs the events of a conversation next "
             "to each other: sort the file by conversation id (then by turn). Every part of it is rejected."
         )
@@ -344,6 +344,7 @@ class Mapping(SourceAdapter):
         _, _, label, why = try_path(events[0], fp, root="the event")
         if fp.optional:
             return None, label, f"record {raw.locator}"
+        cid = abbreviated(cid)
         where = f"any of the {len(events)} events of conversation {cid!r}; in its first, record {raw.locator}"
         raise missing_field(fp, why, where, label)
 
