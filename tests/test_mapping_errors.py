@@ -245,11 +245,13 @@ def readme_mappings():
 
 
 README_MAPPINGS = readme_mappings()
+EXAMPLES = sorted((Path(__file__).parent.parent / "builder_scripts" / "examples").glob("*.yaml"))
+EXAMPLE_MAPPINGS = [yaml.safe_load(path.read_text())["sources"][0]["mapping"] for path in EXAMPLES]
 RECIPE_MAPPINGS = [CHAT_MAPPING, EVENTS_MAPPING, ORCHESTRATOR_MAPPING, MAPPING]
 
 
-@pytest.mark.parametrize("mapping", RECIPE_MAPPINGS + README_MAPPINGS)
-def test_the_recipes_of_the_readme_and_the_tests_are_valid_under_the_schema(mapping):
+@pytest.mark.parametrize("mapping", RECIPE_MAPPINGS + README_MAPPINGS + EXAMPLE_MAPPINGS)
+def test_the_recipes_of_the_readme_the_examples_and_the_tests_are_valid_under_the_schema(mapping):
     mapping = yaml.safe_load(mapping) if isinstance(mapping, str) else mapping
     recipe = {"name": "x", "sources": [{"name": "mine", "adapter": "mapping", "mapping": mapping}]}
     assert list(validator(RECIPE_SCHEMA).iter_errors(recipe)) == []
@@ -272,11 +274,14 @@ BASE = {"messages": "m", "speaker": "s", "text": "t"}
         ({"files": []}, "mapping.files: expected a glob or a list of globs, found []"),
         ({"license": ""}, "mapping.license: expected non-empty text, found ''"),
         ({"model": {"const": "m", "at_least": "high"}}, "mapping.model.at_least: expected a number, found 'high'"),
+        ({"duplicate_ids": "renumber"}, "mapping.duplicate_ids: expected 'reject' (a repeated conversation id"),
+        ({"histories": ["a", "b"], "messages": None, "role": "r"}, "mapping.histories: expected a field path"),
     ],
 )
 def test_an_invalid_mapping_is_refused_by_both_layers_and_reported_once(tmp_path, change, message):
     """The schema and options.py agree on what is invalid; the build says it once, in options.py's words."""
-    recipe = {"name": "x", "sources": [{"name": "mine", "adapter": "mapping", "mapping": {**BASE, **change}}]}
+    mapping = {k: v for k, v in {**BASE, **change}.items() if v is not None}
+    recipe = {"name": "x", "sources": [{"name": "mine", "adapter": "mapping", "mapping": mapping}]}
     assert list(validator(RECIPE_SCHEMA).iter_errors(recipe)), "the schema lets it through"
     with pytest.raises(RecipeError) as refused:
         validate_recipe(recipe)
