@@ -313,6 +313,8 @@ class Mapping(SourceAdapter):
             group = read(read_field, o.group_by, "text")
         if group is None and task["input"]:
             group = normalize_text(task["input"])
+        if self._failures.found:
+            return {}  # rejected by convert: the extras are not worth computing
         self._extras = unmapped_fields(raw.value, self._tree, o.layout)
         if skipped:
             self._extras["skipped_messages"] = skipped
