@@ -22,7 +22,7 @@ from coord_bench.folder_swap import staging_path
 from coord_bench.recipe import RECIPE_SCHEMA, RecipeError, validate_recipe
 from coord_bench.report.page import counts_tables
 from coord_bench.schema import load_schema, validator
-from coord_bench.sources.mapping.options import OPTIONS, ROLES, SECTIONS, TRANSFORM_KEYS
+from coord_bench.sources.mapping.options import OPTIONS, ROLES, SECTIONS, TIME_KEYS, TOOL_CALL_FIELDS, TRANSFORM_KEYS
 
 MAPPING = {
     "files": "*.jsonl",
@@ -228,7 +228,11 @@ def test_the_recipe_schema_describes_every_mapping_option_and_nothing_else():
     assert all(node.get("description") for node in properties.values())
     for section, fields in SECTIONS.items():
         assert properties[section]["propertyNames"]["enum"] == list(fields)
-    assert list(defs["valueSpec"]["properties"]) == list(TRANSFORM_KEYS)
+    assert list(defs["valueSpecKeys"]["properties"]) == list(TRANSFORM_KEYS)
+    assert defs["valueSpec"]["propertyNames"]["enum"] == list(TRANSFORM_KEYS)
+    assert defs["timestampSpec"]["propertyNames"]["enum"] == [*TRANSFORM_KEYS, *TIME_KEYS]
+    assert list(defs["timestampSpec"]["properties"]) == list(TIME_KEYS)
+    assert list(properties["tool_call"]["properties"]) == list(TOOL_CALL_FIELDS)
     assert properties["role_map"]["additionalProperties"]["enum"] == list(ROLES)
 
 
@@ -276,6 +280,10 @@ BASE = {"messages": "m", "speaker": "s", "text": "t"}
         ({"model": {"const": "m", "at_least": "high"}}, "mapping.model.at_least: expected a number, found 'high'"),
         ({"duplicate_ids": "renumber"}, "mapping.duplicate_ids: expected 'reject' (a repeated conversation id"),
         ({"histories": ["a", "b"], "messages": None, "role": "r"}, "mapping.histories: expected a field path"),
+        ({"format": "csv"}, "mapping.format: expected 'json' (JSON, JSONL, Parquet by file name) or 'text'"),
+        ({"tool_call": {"fn": "f"}, "tool_calls": "calls"}, "mapping.tool_call: unknown field 'fn'; fields are"),
+        ({"timestamp": {"path": "t", "time_zone": 5}}, "mapping.timestamp.time_zone"),
+        ({"text": {"path": "t", "time_format": "%Y"}}, "mapping.text: unknown key(s) 'time_format'"),
     ],
 )
 def test_an_invalid_mapping_is_refused_by_both_layers_and_reported_once(tmp_path, change, message):
