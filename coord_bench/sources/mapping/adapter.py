@@ -410,7 +410,7 @@ class Mapping(SourceAdapter):
         return value if how == "turn key" else coerce(value, how, label, fp.option, where)
 
     def _text(self, msg: dict[str, Any], calls: bool, where: str, prefix: str, root: str) -> str | None:
-        """The message text; None for a message that only calls tools (OpenAI content null)."""
+        """The message text; None for a message that (``calls``) may only call tools (OpenAI content null)."""
         o = self.options
         found, text, label, why = try_path(msg, o.text, prefix, root)
         if calls and (text is None or (isinstance(text, str) and not text.strip())):
@@ -442,9 +442,9 @@ class Mapping(SourceAdapter):
                 speaker = o.speaker.by_position[position % len(o.speaker.by_position)]
             else:
                 speaker = read(self._field, msg, o.speaker, "id", msg_where, prefix, root, stand_in="")
-            calls = read(calls_in, msg, o, prefix, root, msg_where, stand_in=[])
+            calls = read(calls_in, msg, o, prefix, root, msg_where)  # None: they failed (the text may then be null)
             answers = read(answered_call, msg, o, prefix, root, msg_where)
-            text = read(self._text, msg, bool(calls), msg_where, prefix, root, stand_in="")
+            text = read(self._text, msg, calls is None or bool(calls), msg_where, prefix, root, stand_in="")
             fields = {}
             for option in ("role", "kind", "model", "timestamp"):
                 how = "timestamp" if option == "timestamp" else "text"
@@ -466,11 +466,11 @@ class Mapping(SourceAdapter):
                 rows.append((key, position, speaker, "tool_result", text or "", stamp, result))
             elif text is not None:
                 rows.append((key, position, speaker, fields["kind"] or "message", text, stamp, None))
-            for call in calls:
+            for call in calls or ():
                 if call["call_id"] is not None:
                     call_names.setdefault(call["call_id"], call["name"])
                 rows.append((key, position, speaker, "tool_call", call_text(call), stamp, call))
-        if not rows:
+        if not rows and not self._failures.found:  # messages whose fields failed are not also "no messages"
             note = f" ({skipped} dropped by mapping.skip)" if skipped else ""
             raise Reject(f"the conversation has no messages{note}", field=None, kind="empty_conversation")
         groups: dict[Any, list[tuple[int, str, str, str, float | None, dict[str, Any] | None]]] = {}
