@@ -22,14 +22,17 @@ from coord_bench.filters import filter_reason
 from coord_bench.locate import file_sha256
 from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.pipeline import Finisher, Output, Say, run_pipeline, schema_reject, write_reject
-from coord_bench.plan import BuildPlan
+from coord_bench.plan import BuildError, BuildPlan
 from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, adapter_class
+from coord_bench.sources.base import abbreviated
 from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import SPLITS
 from coord_bench.staging import StagedCorpus
 
 MAX_RAW_IN_REJECTS = 64 * 1024  # larger raw records are referenced by file and index instead of copied
+FIRST_REJECTS = 3  # the reject reasons an error or a warning quotes
+WARN_REJECTED_SHARE = 0.5  # a source with more of its records rejected is warned about
 
 
 def run_build(
@@ -75,8 +78,20 @@ class SourcesInput:
         self.stats = {spec.name: _new_stats() for spec in plan.sources}
 
     def stage(self, corpus: StagedCorpus, work_dir: Path, progress: bool) -> None:
+        """Pass 1; a source that gives no record (every one rejected, or none read) stops the build here, with
+        rejects.jsonl complete in the staging folder and the previous build left in place."""
         with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
             _normalize_into(corpus, self.adapters, self.inputs, self.plan.limit, self.stats, rejects, progress)
+        failed = [name for name, s in self.stats.items() if s["normalized"] == 0 and s["filtered"] == 0]
+        if failed:
+            corpus.close_writing()
+            corpus.remove()
+            lines = [_nothing_normalized(name, self.stats[name]) for name in failed]
+            lines.append(
+                f"the build stopped: nothing was written to {self.plan.out_dir} (a previous build there is unchanged); "
+                f"every reject, with its record: {work_dir / REJECTS_FILE}"
+            )
+            raise BuildError("\n".join(lines))
 
     def manifest(self, configs: dict[str, dict[str, int]], annotations: dict[str, Any]) -> dict[str, Any]:
         params = self.plan.annotations
@@ -96,6 +111,7 @@ def _new_stats() -> dict[str, Any]:
         "filtered_by_reason": Counter(),
         "splits": Counter(),
         "empty_files": [],
+        "first_rejects": [],  # (locator, Reject) of the first FIRST_REJECTS, for errors and warnings
     }
 
 
@@ -127,7 +143,7 @@ def _normalize_into(
                 bar.update()
                 try:
                     record = adapter.normalize(raw)
-                    _check(record, seen_ids, adapter.DUPLICATE_HINT)
+                    check_record(record, seen_ids, adapter.DUPLICATE_HINT)
                 except Reject as reject:
                     _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(raw), reject)
                     continue
@@ -158,16 +174,19 @@ def _reject(
 ) -> None:
     source_stats["rejected"] += 1
     source_stats["rejects_by_kind"][reject.kind] += 1
+    if len(source_stats["first_rejects"]) < FIRST_REJECTS:
+        source_stats["first_rejects"].append((locator, reject))
     write_reject(rejects, source, locator, reject, payload)
 
 
-def _check(record: dict[str, Any], seen_ids: dict[str, str], hint: str) -> None:
+def check_record(record: dict[str, Any], seen_ids: dict[str, str], hint: str) -> None:
     """Reject records the schema refuses and second copies of an id (``hint``: the adapter's way out)."""
     problems = list(record_problems(record))
     if problems:
         raise schema_reject("the normalized record breaks the schema: ", problems)
     if record["id"] in seen_ids:
-        raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {record['id']}){hint}", kind="duplicate")
+        same = abbreviated(record["id"])
+        raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {same}){hint}", kind="duplicate")
 
 
 def _raw_payload(raw: RawRecord) -> dict[str, Any]:
@@ -177,6 +196,31 @@ def _raw_payload(raw: RawRecord) -> dict[str, Any]:
     if value is not None and len(text) <= MAX_RAW_IN_REJECTS:
         return {"raw": value}
     return {"raw_pointer": f"{raw.file}#{raw.index}"}  # relative to the source's folder: no local paths leak
+
+
+def _first_reasons(stats: dict[str, Any]) -> list[str]:
+    """The first rejects of a source, one line each: record, field, kind and reason."""
+    return [
+        f"{locator}" + (f" field '{reject.field}'" if reject.field else "") + f" ({reject.kind}): {reject.reason}"
+        for locator, reject in stats["first_rejects"]
+    ]
+
+
+def _nothing_normalized(name: str, stats: dict[str, Any]) -> str:
+    if not stats["read"]:
+        return f"source '{name}': its files hold no records (empty: {', '.join(stats['empty_files'])})"
+    n = stats["rejected"]
+    rejected = "its only record was rejected:" if n == 1 else f"all {n} of its records were rejected; the first:"
+    return "\n  ".join([f"source '{name}': {rejected}", *_first_reasons(stats)])
+
+
+def _warnings(stats: dict[str, Any]) -> list[str]:
+    """What a build that succeeded should still shout about: a source that lost most of its records."""
+    read, rejected = stats["read"], stats["rejected"]
+    if not read or rejected / read <= WARN_REJECTED_SHARE:
+        return []
+    first = "; ".join(_first_reasons(stats))
+    return [f"{rejected} of {read} records ({rejected / read:.0%}) were rejected; the first: {first}"]
 
 
 def _source_entry(adapter: Any, files: list[Path], stats: dict[str, Any]) -> dict[str, Any]:
@@ -191,13 +235,15 @@ def _source_entry(adapter: Any, files: list[Path], stats: dict[str, Any]) -> dic
             for p in files
         ],
         "empty_files": stats["empty_files"],  # files that hold no record (zero bytes, [] or blank lines only)
-        "read": stats["read"],
+        "read": stats["read"],  # conversations (what the adapter yields as one record)
+        "top_level_values": adapter.top_level_values,  # values of the files they came from (lines, elements)
         "normalized": stats["normalized"],
         "rejected": stats["rejected"],
         "rejects_by_kind": dict(sorted(stats["rejects_by_kind"].items())),
         "filtered": stats["filtered"],
         "filtered_by_reason": dict(sorted(stats["filtered_by_reason"].items())),
         "splits": {split: stats["splits"].get(split, 0) for split in SPLITS},
+        "warnings": _warnings(stats),
     }
 
 

@@ -126,7 +126,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     lock = lock_for(recipe, path if args.recipe else None, locked=args.locked, update=args.update_lock, say=print)
     if args.dry_run:
-        print(describe_plan(recipe, origin=str(path), lock=lock))
+        text, failed = describe_plan(recipe, origin=str(path), lock=lock)
+        print(text)
+        if failed:
+            from coord_bench.plan import BuildError
+
+            raise BuildError("the dry run found a source that maps nothing:\n  " + "\n  ".join(failed))
         return 0
     plan = to_plan(recipe, lock=lock)
     if lock is not None:

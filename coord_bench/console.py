@@ -28,6 +28,9 @@ def build_summary(manifest: dict[str, Any], out_dir: Path) -> str:
         lines.append(f"rejected records and their reasons: {out_dir / 'rejects.jsonl'}")
     for name, s in manifest["sources"].items():
         lines += [f"empty file (no records in it): {name}: {empty}" for empty in s["empty_files"]]
+        if s.get("top_level_values", s["read"]) != s["read"]:
+            lines.append(f"{name}: read {s['read']} conversations from {s['top_level_values']} top-level values")
+        lines += [f"WARNING: source {name}: {warning}" for warning in s.get("warnings", [])]
     embeddings = manifest["annotations"].get("embeddings")
     if embeddings:
         reused, encoded = embeddings["texts_from_cache"], embeddings["texts_encoded"]

@@ -106,6 +106,8 @@ def write_reject(
 ) -> None:
     """One line of rejects.jsonl: where the record was, why it was not kept, and the record (or a pointer)."""
     entry = {"source": source, "locator": locator, "kind": reject.kind, "field": reject.field, "reason": reject.reason}
+    if reject.failures:
+        entry["failures"] = reject.failures
     rejects.write(json.dumps({**entry, **(payload or {})}, ensure_ascii=False, default=str) + "\n")
 
 

@@ -100,7 +100,16 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
 def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
     """Raise ``RecipeError`` listing every problem, each with its key path, the expectation and the value."""
     found = sorted(validator(RECIPE_SCHEMA).iter_errors(recipe), key=lambda e: list(e.path))
-    errors = [describe_error(e) for e in found]
+    # A mapping section's problems are said by check_mapping (one line each, with close option names); the
+    # schema's errors under it are kept only where check_mapping finds nothing, so a disagreement still shows.
+    mapping_errors: dict[int, list[str]] = {}
+    errors = []
+    for error in found:
+        path = list(error.absolute_path)
+        if path[:1] == ["sources"] and len(path) > 2 and path[2] == "mapping":
+            mapping_errors.setdefault(path[1], []).append(describe_error(error))
+        else:
+            errors.append(describe_error(error))
     # The checks below see only values of the right type: the schema errors above already name the others.
     names = []
     sources = recipe.get("sources")
@@ -119,6 +128,8 @@ def validate_recipe(recipe: dict[str, Any], origin: str = "recipe") -> None:
                 check_mapping(source.get("mapping"))
             except ValueError as err:
                 errors.append(f"sources[{i}].mapping: {err}")
+                mapping_errors.pop(i, None)
+        errors += mapping_errors.pop(i, [])
         location = source.get("location") or {"embedded": True}
         given = [k for k in ("embedded", "path", "hub") if isinstance(location, dict) and location.get(k)]
         if isinstance(location, dict) and len(given) != 1:
@@ -222,47 +233,73 @@ def to_plan(
     )
 
 
-PREVIEW_RECORDS = 3
+PREVIEW_RECORDS = 5
 
 
-def mapping_preview(name: str, root: Path, mapping: Any) -> str:
-    """One line on how a local mapping source maps: its first mapped conversation (speakers, turns, outcome),
-    or, when none of its first records maps, the first one's reject, so a recipe is fixed before a build."""
-    from coord_bench.sources import Reject, SourceSpec
+def source_preview(source: dict[str, Any]) -> tuple[str, bool]:
+    """(one line, whether it failed) on how a source with local data maps: its first mapped conversation
+    (speakers, turns, outcome), or, when none of its first ``PREVIEW_RECORDS`` maps, the first one's reject,
+    so a recipe whose paths match nothing fails before a build. A Hub source is not downloaded to preview."""
+    from coord_bench.build import check_record
+    from coord_bench.locate import SourceLocationError, embedded_source, local_source
+    from coord_bench.sources import Reject
 
-    spec = SourceSpec(name=name, adapter="mapping", root=root, dataset="local", options={"mapping": mapping})
-    first_failure = None
+    location = source_location(source)
+    if location.get("hub"):
+        return "preview: none (a Hub source is read only by a build)", False
+    name, adapter_name = source["name"], source.get("adapter", source["name"])
+    first_failure, tried = None, 0
     try:
-        adapter = ADAPTERS["mapping"](spec)
-        for n, raw in enumerate(adapter.iter_raw()):
-            if n >= PREVIEW_RECORDS:
+        if location.get("path"):
+            spec = local_source(name, location["path"], adapter_name)
+        else:
+            spec = embedded_source(name, adapter_name)
+        if "mapping" in source:
+            spec.options["mapping"] = source["mapping"]
+        adapter = ADAPTERS[adapter_name](spec)
+        for raw in adapter.iter_raw():
+            if tried >= PREVIEW_RECORDS:
                 break
+            tried += 1
             try:
                 record = adapter.normalize(raw)
+                check_record(record, {}, "")
             except Reject as reject:
                 first_failure = first_failure or f"record {raw.locator} is rejected: {reject.reason}"
+                continue
+            except Exception as err:  # as in a build: an unforeseen shape is that record's reject
+                first_failure = first_failure or f"record {raw.locator} is rejected: {type(err).__name__}: {err}"
                 continue
             speakers = ", ".join(a["agent_id"] for a in record["agents"])
             outcome = {k: v for k, v in record["outcome"].items() if v is not None}
             return (f"preview: {record['id']} maps to {record['n_turns']} turns, {record['n_messages']} messages, "
-                    f"speakers {speakers}; outcome {json.dumps(outcome, default=str)}")  # fmt: skip
-    except (OSError, ValueError) as err:
-        return f"preview: cannot read the source ({err})"
-    return f"preview: {first_failure}" if first_failure else "preview: no record found (check mapping.files)"
+                    f"speakers {speakers}; outcome {json.dumps(outcome, default=str)}"), False  # fmt: skip
+    except (OSError, ValueError, SourceLocationError) as err:
+        return f"preview: cannot read the source ({err})", True
+    if first_failure is None:
+        return "preview: the source's files hold no record", True
+    return f"preview: none of its first {tried} records maps; {first_failure}", True
 
 
-def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLock | None = None) -> str:
-    """What a build of this recipe would download, build and spend; downloads nothing, spends nothing.
+def describe_plan(
+    recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLock | None = None
+) -> tuple[str, list[str]]:
+    """What a build of this recipe would download, build and spend, and the sources whose preview failed;
+    downloads nothing, spends nothing.
 
-    For Hub sources it says the commit the ``lock`` pins, or that none is locked yet; a local mapping source
-    gets a preview of its first records (``mapping_preview``)."""
+    For Hub sources it says the commit the ``lock`` pins, or that none is locked yet; a source with local data
+    gets a preview of its first records (``source_preview``)."""
     from coord_bench.locate import hub_patterns
 
     lines = [f"recipe {origin} (resolved sha256 {recipe_hash(recipe)[:16]})", "sources:"]
+    failed = []
     for source in recipe["sources"]:
         cls = ADAPTERS[source.get("adapter", source["name"])]
         location = source_location(source)
-        locked = preview = None
+        locked = None
+        preview, preview_failed = source_preview(source)
+        if preview_failed:
+            failed.append(f"source '{source['name']}': {preview.removeprefix('preview: ')}")
         if location.get("hub"):
             configs = (source.get("filters") or {}).get("configs")
             files = ", ".join(hub_patterns(cls.name, configs))
@@ -276,16 +313,13 @@ def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLo
             )
         elif location.get("path"):
             where = f"read local folder {location['path']}"
-            if cls.name == "mapping":
-                preview = mapping_preview(source["name"], Path(location["path"]), source.get("mapping"))
         else:
             where = "read the embedded sample (offline)"
         filters = source.get("filters")
         lines.append(f"  {source['name']:<26} adapter {cls.name:<26} {where}")
         if locked:
             lines.append(f"  {'':<26} lock: {locked}")
-        if preview:
-            lines.append(f"  {'':<26} {preview}")
+        lines.append(f"  {'':<26} {preview}")
         if filters:
             lines.append(f"  {'':<26} filters {json.dumps(filters)}")
     configs, default = configs_of(recipe)
@@ -322,4 +356,4 @@ def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLo
     if recipe.get("publish", {}).get("repo_id"):
         lines.append(f"publish: {recipe['publish']['repo_id']} (private: {recipe['publish'].get('private', False)})")
     lines.append("dry run: nothing was downloaded, built or spent")
-    return "\n".join(lines)
+    return "\n".join(lines), failed

@@ -9,6 +9,7 @@ import pytest
 from realdata import REAL
 
 from coord_bench.cli import main
+from coord_bench.folder_swap import staging_path
 from coord_bench.locate import EMBEDDED_DIR
 
 
@@ -22,6 +23,11 @@ def build(tmp_path, *args):
 
 def rejects_of(out):
     return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+
+
+def stopped_rejects(out):
+    """The rejects of a build that stopped because a source gave no record: complete, in the staging folder."""
+    return rejects_of(staging_path(out))
 
 
 def manifest_of(out):
@@ -142,7 +148,8 @@ def test_large_raw_records_are_pointed_to_not_copied(tmp_path):
     row["decisionSuccess"] = "yes"
     (folder / "run.json").write_text(json.dumps([row]))
     code, out = build(tmp_path, "--sources", "debate", "--source-dir", f"debate={folder}")
-    [reject] = rejects_of(out)
+    assert code == 2 and not out.exists()  # its only record is rejected: the build stops
+    [reject] = stopped_rejects(out)
     assert reject["field"] == "decisionSuccess" and "expected bool, found str" in reject["reason"]
     assert "raw" not in reject and reject["raw_pointer"].endswith("run.json#0")
 
@@ -160,7 +167,8 @@ def test_dialogue_string_turns_without_speaker_are_rejected(tmp_path):
     code, out = build(
         tmp_path, "--sources", "multi_character_dialogue", "--source-dir", f"multi_character_dialogue={folder}"
     )
-    [reject] = rejects_of(out)
+    assert code == 2
+    [reject] = stopped_rejects(out)
     assert reject["field"] == "conversation[0]" and "must look like 'Name: message'" in reject["reason"]
 
 
@@ -404,8 +412,8 @@ def test_nan_persona_diversity_in_debate_is_rejected(tmp_path):
     text = DEBATE_FILE.read_bytes()
     original = json.dumps(json.loads(text)[0]["persona_diversity"]).encode()
     code, out = build_debate(tmp_path, text.replace(b'"persona_diversity": ' + original, b'"persona_diversity": NaN'))
-    assert code == 0 and counts(out, "debate") == (1, 0, 1)
-    [reject] = rejects_of(out)
+    assert code == 2
+    [reject] = stopped_rejects(out)
     assert (reject["kind"], reject["field"]) == ("non_finite_number", "persona_diversity")
 
 
@@ -421,8 +429,9 @@ def test_wrong_types_that_used_to_vanish_are_rejects(tmp_path):
     first["finalAnswer"] = 5
     second["globalMemory"][0]["solution"] = {"x": 1}
     code, out = build_debate(tmp_path, json.dumps([first, second]).encode())
-    assert code == 0 and counts(out, "debate") == (2, 0, 2)
-    fields = {r["locator"].rsplit("#")[-1]: (r["field"], r["reason"]) for r in rejects_of(out)}
+    assert code == 2  # no DEBATE record is left: the build stops, the arena build before it stays in place
+    assert counts(out, "chatbot_arena") == (73, 72, 1) and "debate" not in manifest_of(out)["sources"]
+    fields = {r["locator"].rsplit("#")[-1]: (r["field"], r["reason"]) for r in stopped_rejects(out)}
     assert fields["0"] == ("finalAnswer", "field 'finalAnswer': expected str, found int 5")
     assert fields["1"] == ("globalMemory[0].solution", "field 'globalMemory[0].solution': expected str, found dict "
                                                        '{"x": 1}')
@@ -481,7 +490,7 @@ def test_a_schema_reject_names_the_field(tmp_path):
     [row] = debate_rows(1)
     row["globalMemory"][0]["message_id"] = -1
     code, out = build_debate(tmp_path, json.dumps([row]).encode())
-    assert code == 0 and counts(out, "debate") == (1, 0, 1)
-    [reject] = rejects_of(out)
+    assert code == 2
+    [reject] = stopped_rejects(out)
     assert (reject["kind"], reject["field"]) == ("schema", "turns[0].messages[0].message_id")
     assert "turns[0].messages[0].message_id: -1 is less than the minimum of 0" in reject["reason"]

@@ -11,6 +11,8 @@ import yaml
 
 from coord_bench.build import BuildPlan, run_build
 from coord_bench.cli import main
+from coord_bench.folder_swap import staging_path
+from coord_bench.plan import BuildError
 from coord_bench.sources import ADAPTERS, BUILTIN_SOURCES, SourceSpec, check_mapping
 
 # The two recipes' mapping sections, as a README would show them.
@@ -115,6 +117,14 @@ def build(tmp_path, root, mapping, name="my_logs"):
     return out, manifest
 
 
+def stopped(tmp_path, root, mapping):
+    """A build whose one source gives no record: it stops; (its rejects, from the staging folder, the error)."""
+    with pytest.raises(BuildError) as stop:
+        build(tmp_path, root, mapping)
+    out = tmp_path / "out"
+    return rejects(staging_path(out)), str(stop.value)
+
+
 def records(out, config="all"):
     rows = [r for path in sorted((out / config).glob("*.parquet")) for r in pq.read_table(path).to_pylist()]
     return {r["source_id"]: r for r in rows}
@@ -210,8 +220,8 @@ def test_grouped_turns_and_a_turn_index_in_grouped_messages(tmp_path):
     [row] = records(out).values()
     assert [[m["text"] for m in t["messages"]] for t in row["turns"]] == [["hi", "hello"], ["bye"]]
     assert json.loads(row["extras"]) == {"session": {"user": "u7"}, "rounds": [{"n": 1}, {"n": 2}]}
-    out, _ = build(tmp_path, root, {**mapping, "conversation_id": "session.idd"})
-    assert rejects(out)[0]["reason"].startswith(
+    found, _ = stopped(tmp_path, root, {**mapping, "conversation_id": "session.idd"})
+    assert found[0]["reason"].startswith(
         "field path 'session.idd' (conversation_id) matches nothing: 'idd' is not a key of session "
         "(keys: id, user) in record nested.jsonl#0"
     )
@@ -232,10 +242,10 @@ def test_a_path_that_matches_nothing_names_the_path_the_key_and_the_first_record
     root = write_chat(tmp_path / "chat")
     mapping = yaml.safe_load(CHAT_MAPPING)
     mapping["conversation_id"] = "idd"
-    out, manifest = build(tmp_path, root, mapping)
-    assert_accounted(manifest, read=3, normalized=0)
-    assert manifest["sources"]["my_logs"]["rejects_by_kind"] == {"missing_field": 3}
-    first = rejects(out)[0]
+    found, error = stopped(tmp_path, root, mapping)
+    assert [r["kind"] for r in found] == ["missing_field"] * 3
+    assert "source 'my_logs': all 3 of its records were rejected; the first:\n  team_runs.json#0 field 'idd'" in error
+    first = found[0]
     assert first["locator"] == "team_runs.json#0" and first["field"] == "idd"
     assert first["reason"].startswith(
         "field path 'idd' (conversation_id) matches nothing: 'idd' is not a key of the record "
@@ -244,24 +254,20 @@ def test_a_path_that_matches_nothing_names_the_path_the_key_and_the_first_record
 
     mapping = yaml.safe_load(CHAT_MAPPING)
     mapping["task"]["input"] = "task.promt"
-    out, _ = build(tmp_path, root, mapping)
-    assert (
-        "'promt' is not a key of task (keys: prompt, reference) in record team_runs.json#0"
-        in (rejects(out)[0]["reason"])
-    )
+    found, _ = stopped(tmp_path, root, mapping)
+    assert "'promt' is not a key of task (keys: prompt, reference) in record team_runs.json#0" in found[0]["reason"]
 
     mapping = yaml.safe_load(CHAT_MAPPING)
     mapping["text"] = "contents"
-    out, _ = build(tmp_path, root, mapping)
-    first = rejects(out)[0]
+    first = stopped(tmp_path, root, mapping)[0][0]
     assert first["field"] == "messages.1.contents"
     assert "'contents' is not a key of messages.1 (keys: role, content)" in first["reason"]
 
     mapping = yaml.safe_load(EVENTS_MAPPING)
     mapping["outcome"] = {"decision_success": "succes"}  # no '?': every run needs it
-    out, manifest = build(tmp_path, write_events(tmp_path / "events", event_log()), mapping)
-    assert manifest["sources"]["my_logs"]["rejects_by_kind"] == {"missing_field": 3}
-    reason = rejects(out)[0]["reason"]
+    found, _ = stopped(tmp_path, write_events(tmp_path / "events", event_log()), mapping)
+    assert [r["kind"] for r in found] == ["missing_field"] * 3
+    reason = found[0]["reason"]
     assert "field path 'succes' (outcome.decision_success) matches nothing: 'succes' is not a key of the event" in (
         reason
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-from test_mapping import assert_accounted, build, records, rejects
+from test_mapping import assert_accounted, build, records, rejects, stopped
 
 from coord_bench.cli import main
 from coord_bench.sources import check_mapping
@@ -149,9 +149,7 @@ def test_histories_that_disagree_on_the_order_are_rejected_naming_the_field(tmp_
                   {"role": "assistant", "content": "a2"}],
         "bob": [{"role": "user", "content": "a2"}, {"role": "assistant", "content": "b1"}],
     }  # fmt: skip
-    out, manifest = build(tmp_path, histories_root(tmp_path, players), HISTORY_MAPPING)
-    assert_accounted(manifest, read=1, normalized=0)
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, histories_root(tmp_path, players), HISTORY_MAPPING)
     assert (reject["field"], reject["kind"]) == ("players", "inconsistent")
     assert reject["reason"].startswith("the histories at players in record h.jsonl#0 disagree on the order")
 
@@ -170,9 +168,7 @@ def test_histories_of_the_wrong_shape_are_rejected_naming_the_field(tmp_path, pl
     root = tmp_path / "histories"
     root.mkdir()
     (root / "h.jsonl").write_text(json.dumps({"id": "h1", "players": players, "descriptions": descriptions}) + "\n")
-    out, manifest = build(tmp_path, root, {**HISTORY_MAPPING, "descriptions": "descriptions"})
-    assert_accounted(manifest, read=1, normalized=0)
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, root, {**HISTORY_MAPPING, "descriptions": "descriptions"})
     assert reject["reason"].startswith(message)
 
 
@@ -241,17 +237,14 @@ def test_matrix_rows_without_names_are_agent_positions_and_may_hold_fewer_rounds
 def test_a_matrix_with_more_rows_than_names_is_rejected_naming_the_key(tmp_path):
     rows = [[{"role": "assistant", "content": str(i)}] for i in range(3)]
     mapping = {**MATRIX_MAPPING, "speaker": {"by_position": ["a", "b"]}}
-    out, manifest = build(tmp_path, matrix_root(tmp_path, rows), mapping)
-    assert_accounted(manifest, read=1, normalized=0)
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, matrix_root(tmp_path, rows), mapping)
     assert reject["reason"].startswith(
         "mapping.speaker.by_position names 2 agents, but value.0 in record m.json#0 holds 3 (one list per agent)"
     )
 
 
 def test_a_matrix_that_is_not_a_list_of_lists_is_rejected(tmp_path):
-    out, _ = build(tmp_path, matrix_root(tmp_path, [{"role": "assistant", "content": "x"}]), MATRIX_MAPPING)
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, matrix_root(tmp_path, [{"role": "assistant", "content": "x"}]), MATRIX_MAPPING)
     assert reject["reason"].startswith(
         "field 'value.0' (matrix) in record m.json#0: expected a list holding one list of messages per agent"
     )

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 from mapping_examples import FIXTURES, build_example, example_recipe, loaded_rows, manifest_counts, rejects, said
-from test_mapping import build, records
+from test_mapping import build, records, stopped
 
 from coord_bench.sources import check_mapping
 
@@ -160,8 +160,7 @@ def test_a_timestamp_in_the_wrong_format_rejects_the_record_with_the_format(tmp_
     (root / "a.log").write_text("03/12/2024 alice: hi\n", encoding="utf-8")
     mapping = {"format": "text", "line": r"^(?P<timestamp>\S+) (?P<speaker>\w+): (?P<text>.*)$",
                "timestamp": {"path": "timestamp", "time_format": "%Y-%m-%d"}}  # fmt: skip
-    out, _ = build(tmp_path, root, mapping)
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, root, mapping)
     assert reject["field"] == "messages.0.timestamp"
     assert "expected a date-time like '%Y-%m-%d', found str \"03/12/2024\"" in reject["reason"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from mapping_examples import FIXTURES, build_example, example_recipe, loaded_rows, manifest_counts, rejects, said
-from test_mapping import build, records
+from mapping_examples import FIXTURES, build_example, example_recipe, loaded_rows, manifest_counts, said
+from test_mapping import build, records, stopped
 
 from coord_bench.mappers.tokens import TokensMapper
 from coord_bench.sources import check_mapping
@@ -161,9 +161,9 @@ def test_a_bad_call_rejects_the_conversation_naming_the_field(tmp_path, message,
     root = tmp_path / "chats"
     root.mkdir()
     (root / "c.jsonl").write_text(json.dumps({"id": "c1", "messages": [message]}) + "\n")
-    out, _ = build(tmp_path, root, openai_mapping())
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, root, openai_mapping())  # its only conversation: the build stops
     assert reject["field"] == field and reason in reject["reason"]
+    assert [f["field"] for f in reject["failures"]] == [field]  # a bad call is not also a missing text
 
 
 BASE = {"messages": "m", "speaker": "s", "text": "t"}

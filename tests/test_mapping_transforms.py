@@ -8,7 +8,7 @@ import json
 import datasets
 import pytest
 import yaml
-from test_mapping import assert_accounted, build, records, rejects
+from test_mapping import assert_accounted, build, records, rejects, stopped
 
 from coord_bench.card import write_card
 from coord_bench.cli import main
@@ -102,9 +102,7 @@ def test_speakers_given_only_by_position_alternate_through_the_list(tmp_path):
 def test_a_regex_that_does_not_match_rejects_the_record_with_the_pattern(tmp_path):
     runs = orchestrator_runs()[:1]
     mapping = {**yaml.safe_load(ORCHESTRATOR_MAPPING), "speaker": {"path": "source", "regex": "^Agent-(\\d+)$"}}
-    out, manifest = build(tmp_path, write_runs(tmp_path / "runs", runs), mapping)
-    assert_accounted(manifest, read=1, normalized=0)
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, write_runs(tmp_path / "runs", runs), mapping)
     assert reject["field"] == "messages.0.source" and '"user"' in reject["reason"]
     assert "does not match the regex '^Agent-(\\\\d+)$'" in reject["reason"]
 
@@ -144,9 +142,8 @@ def test_long_keys_are_cut_in_messages(tmp_path):
     root.mkdir()
     question = "What is the capital of a country whose name is long enough to fill a line? " * 3
     (root / "qa.jsonl").write_text(json.dumps({"id": "q1", question: [], "messages": []}) + "\n")
-    out, _ = build(tmp_path, root, {"files": "*.jsonl", "conversation_id": "id", "messages": "turns",
-                                    "speaker": "s", "text": "t"})  # fmt: skip
-    [reject] = rejects(out)
+    [reject], _ = stopped(tmp_path, root, {"files": "*.jsonl", "conversation_id": "id", "messages": "turns",
+                                           "speaker": "s", "text": "t"})  # fmt: skip
     assert "'turns' is not a key of the record (keys: id, What is the capital of a country whos..., messages)" in (
         reject["reason"]
     )
@@ -210,6 +207,8 @@ def test_a_dry_run_previews_the_first_mapped_conversation_or_the_first_failure(t
 
     recipe["sources"][0]["mapping"]["text"] = "body"  # wrong: the messages hold 'content'
     path.write_text(yaml.safe_dump(recipe))
-    assert main(["build", str(path), "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "preview: record runs.jsonl#0 is rejected: field path 'body' (text) matches nothing" in out
+    assert main(["build", str(path), "--dry-run"]) == 2  # a recipe that maps nothing fails the dry run
+    printed = capsys.readouterr()
+    assert "record runs.jsonl#0 is rejected: field path 'body' (text) matches nothing" in printed.out
+    assert printed.err.startswith("coord-bench build: error: the dry run found a source that maps nothing:\n"
+                                  "  source 'team_logs': none of its first 3 records maps; record runs.jsonl#0")

@@ -20,6 +20,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f2
 tr.total td{font-weight:bold;background:#fafafa}
 figure{margin:1.4em 0;padding:.6em;border:1px solid #e4e4e4;border-radius:4px}
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:.9em;color:#444;margin-top:.4em}
+.warning{background:#fff3cd;border:1px solid #e0b800;padding:.4em .6em}
 .meta{color:#555;font-size:.9em}li{margin:.2em 0}code{background:#f4f4f4;padding:0 .2em}
 """
 
@@ -62,9 +63,11 @@ def counts_tables(manifest: dict[str, Any]) -> str:
         *[sum((s.get("splits") or {}).get(split, 0) for s in sources.values()) for split in splits],
         "",
     ]
-    parts = [
+    warnings = [f"{name}: {w}" for name, s in sources.items() for w in s.get("warnings", [])]
+    parts = [f'<p class="warning"><b>Warning</b> {html.escape(w)}</p>' for w in warnings]
+    parts.append(
         _html_table(["source", "read", "normalized", "rejected", "filtered", *splits, "rejected by kind"], rows, total)
-    ]
+    )
     configs = manifest.get("configs") or {}
     if configs:
         parts.append(

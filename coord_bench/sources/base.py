@@ -23,13 +23,17 @@ from coord_bench.splits import assign_split, group_hash
 
 
 class Reject(Exception):
-    """A raw record that cannot become a unified record. ``field`` names the offending source field."""
+    """A raw record that cannot become a unified record. ``field`` names the offending source field;
+    ``failures`` lists every field failure when an adapter collects them (``reason`` joins them)."""
 
-    def __init__(self, reason: str, field: str | None = None, kind: str = "invalid"):
+    def __init__(
+        self, reason: str, field: str | None = None, kind: str = "invalid", failures: list[dict[str, Any]] | None = None
+    ):
         super().__init__(reason)
         self.reason = reason
         self.field = field
         self.kind = kind
+        self.failures = failures
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,11 @@ def reading(label: str) -> Iterator[None]:
         ) from None
 
 
+def abbreviated(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, ending in '...': ids and keys may be whole question texts."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _preview(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -187,6 +196,21 @@ class SourceAdapter(ABC):
 
     def __init__(self, spec: SourceSpec):
         self.spec = spec
+        self._values_per_file: dict[Path, int] = {}
+
+    def read_values(self, path: Path, values: Iterator[tuple[int, Any]] | None = None) -> Iterator[tuple[int, Any]]:
+        """The top-level values of a file (``iter_records``, or ``values`` read another way: a text log's
+        conversations), counted per file, so that reading a file twice (the flat layout's passes) counts it once."""
+        for index, value in iter_records(path) if values is None else values:
+            self._values_per_file[path] = max(self._values_per_file.get(path, 0), index + 1)
+            yield index, value
+
+    @property
+    def top_level_values(self) -> int:
+        """The top-level values read from the files so far: JSONL lines, JSON array elements, Parquet rows, the
+        conversations of a text log. A record need not be one: a value may hold a list of conversations, a flat
+        log's value is one event."""
+        return sum(self._values_per_file.values())
 
     def files(self) -> list[Path]:
         """The source's data files under its root, in a stable order."""
@@ -203,7 +227,7 @@ class SourceAdapter(ABC):
     def iter_raw(self) -> Iterator[RawRecord]:
         for path in self.files():
             relative = path.relative_to(self.spec.root).as_posix()
-            for index, value in iter_records(path):
+            for index, value in self.read_values(path):
                 yield RawRecord(relative, index, value)
 
     def normalize(self, raw: RawRecord) -> dict[str, Any]:

@@ -7,7 +7,8 @@ A path that matches nothing rejects the record, naming the path, the first missi
 it with ``?`` where the field may be absent (its value is then null; quote such a path inside YAML braces:
 ``{decision_success: "success?"}``). A null on the way (``outcome: null`` for ``outcome.answer``) is a
 match with a null value. A dot inside a key is written ``\\.`` (``meta.v1\\.2`` is key ``v1.2`` of ``meta``).
-``check_mapping`` refuses invalid options before anything is read.
+``check_mapping`` refuses invalid options before anything is read (``schemas/recipe.schema.json`` describes
+the same options, one property each). A record's field failures are all listed in its one reject.
 
 Layouts:
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from coord_bench.answers import is_correct
-from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec, agent, blank, message
+from coord_bench.sources.base import RawRecord, Reject, SourceAdapter, SourceSpec, abbreviated, agent, blank, message
 from coord_bench.sources.mapping.extras import mapped_tree, unmapped_fields
+from coord_bench.sources.mapping.failures import FieldFailures
 from coord_bench.sources.mapping.histories import history_items
 from coord_bench.sources.mapping.items import Item
 from coord_bench.sources.mapping.matrices import matrix_items
@@ -38,7 +39,7 @@ from coord_bench.sources.mapping.paths import (
 )
 from coord_bench.sources.mapping.text_log import iter_text_log
 from coord_bench.sources.mapping.tool_calls import answered_call, call_text, calls_in
-from coord_bench.sources.readers import ReadFailure, iter_records
+from coord_bench.sources.readers import ReadFailure
 from coord_bench.splits import normalize_text
 
 _NO_ID = object()
@@ -150,13 +151,13 @@ class Mapping(SourceAdapter):
         """The file's records: its top-level values, or the items of the list at ``records`` in each."""
         fp = self.options.records
         if self.options.line is not None:
-            yield from iter_text_log(path, self.options.line, self.options.separator)
+            yield from self.read_values(path, iter_text_log(path, self.options.line, self.options.separator))
             return
         if fp is None:
-            yield from iter_records(path)
+            yield from self.read_values(path)
             return
         n = 0
-        for top, value in iter_records(path):
+        for top, value in self.read_values(path):
             if isinstance(value, ReadFailure):
                 yield n, value
                 n += 1
@@ -226,8 +227,8 @@ class Mapping(SourceAdapter):
         starts = split[cid]
         again, before = starts[1]
         reason = (
-            f"conversation {cid!r} is not contiguous in {relative}: it reappears at event #{again} after "
-            f"conversation {before!r} started (its parts start at events "
+            f"conversation {abbreviated(cid)!r} is not contiguous in {relative}: it reappears at event #{again} "
+            f"after conversation {abbreviated(before)!r} started (its parts start at events "
             f"{', '.join(f'#{i}' for i, _ in starts)}). The flat layout needs the events of a conversation next "
             "to each other: sort the file by conversation id (then by turn). Every part of it is rejected."
         )
@@ -248,7 +249,21 @@ class Mapping(SourceAdapter):
         return identifier(value, label, fp.option, where)
 
     def convert(self, raw: RawRecord) -> dict[str, Any]:
+        """The record, or one reject listing every field failure (a failure that ends the reading, such as
+        messages that are not a list, comes last, after those found before it)."""
+        self._failures = FieldFailures()
+        try:
+            record = self._convert(raw)
+        except Reject as failure:
+            self._failures.add(failure)
+        reject = self._failures.reject()
+        if reject is not None:
+            raise reject
+        return record
+
+    def _convert(self, raw: RawRecord) -> dict[str, Any]:
         o = self.options
+        read = self._failures.read
         where = f"record {raw.locator}"
         if o.layout == "flat":
             cid = raw.value["conversation_id"]
@@ -264,23 +279,25 @@ class Mapping(SourceAdapter):
 
         else:
             conversation = raw.value
-            cid = self._conversation_id(conversation, where, "the record")
+            cid = read(self._conversation_id, conversation, where, "the record")
             items = list(self._message_items(conversation, where))
             root = "the record"
 
             def lookup(fp: FieldPath) -> tuple[Any, str, str]:
                 return (*get_path(conversation, fp, where), where)
 
+        def read_field(fp: FieldPath, how: str) -> Any:
+            value, label, found_in = lookup(fp)
+            return coerce(value, how, label, fp.option, found_in)
+
         turns, agents, times, skipped = self._turns(items, root)
         if o.descriptions is not None:
-            value, label, found_in = lookup(o.descriptions)
-            self._describe(agents, value, label, found_in)
+            read(lambda: self._describe(agents, *lookup(o.descriptions)))
         sections = {}
         for section, fields in SECTIONS.items():
             sections[section] = {}
             for name, fp in getattr(o, section).items():
-                value, label, found_in = lookup(fp)
-                sections[section][name] = coerce(value, fields[name], label, fp.option, found_in)
+                sections[section][name] = read(read_field, fp, fields[name])
         task, outcome = {**blank("task"), **sections["task"]}, sections["outcome"]
         if "answer_correct" not in o.outcome and outcome.get("final_answer") is not None and task["references"]:
             outcome["answer_correct"] = is_correct(outcome["final_answer"], task["references"])
@@ -293,10 +310,11 @@ class Mapping(SourceAdapter):
             local_id = local_id if seen == 1 else f"{local_id}#{seen}"
         group = None
         if o.group_by is not None:
-            value, label, found_in = lookup(o.group_by)
-            group = None if value is None else coerce(value, "text", label, "group_by", found_in)
+            group = read(read_field, o.group_by, "text")
         if group is None and task["input"]:
             group = normalize_text(task["input"])
+        if self._failures.found:
+            return {}  # rejected by convert: the extras are not worth computing
         self._extras = unmapped_fields(raw.value, self._tree, o.layout)
         if skipped:
             self._extras["skipped_messages"] = skipped
@@ -328,6 +346,7 @@ class Mapping(SourceAdapter):
         _, _, label, why = try_path(events[0], fp, root="the event")
         if fp.optional:
             return None, label, f"record {raw.locator}"
+        cid = abbreviated(cid)
         where = f"any of the {len(events)} events of conversation {cid!r}; in its first, record {raw.locator}"
         raise missing_field(fp, why, where, label)
 
@@ -375,10 +394,38 @@ class Mapping(SourceAdapter):
             raise wrong_type(label, option, where, "a list", value)
         return value
 
+    @staticmethod
+    def _field(msg: dict[str, Any], fp: FieldPath | None, how: str, where: str, prefix: str, root: str) -> Any:
+        """One field of a message as ``how`` wants it: an id, a turn key, a timestamp, or a ``coerce`` kind; an
+        option not given is null."""
+        if fp is None:
+            return None
+        value, label = get_path(msg, fp, where, prefix, root)
+        if how == "id":
+            return identifier(value, label, fp.option, where)
+        if how == "turn key" and (not isinstance(value, (str, int, float)) or isinstance(value, bool)):
+            raise wrong_type(label, fp.option, where, "a number or text", value)
+        if how == "timestamp":
+            return unix_seconds(value, label, where, fp)
+        return value if how == "turn key" else coerce(value, how, label, fp.option, where)
+
+    def _text(self, msg: dict[str, Any], calls: bool, where: str, prefix: str, root: str) -> str | None:
+        """The message text; None for a message that (``calls``) may only call tools (OpenAI content null)."""
+        o = self.options
+        found, text, label, why = try_path(msg, o.text, prefix, root)
+        if calls and (text is None or (isinstance(text, str) and not text.strip())):
+            return None
+        if not found:
+            raise missing_field(o.text, why, where, label)
+        if not isinstance(text, str):
+            raise wrong_type(label, "text", where, "text", text)
+        return text
+
     def _turns(
         self, items: list[Item], root: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[float], int]:
         o = self.options
+        read = self._failures.read
         rows: list[tuple[Any, int, str, str, str, float | None, dict[str, Any] | None]] = []
         agents: dict[str, dict[str, Any]] = {}
         call_names: dict[str, str] = {}  # call id -> function name, for the results that answer them
@@ -394,29 +441,16 @@ class Mapping(SourceAdapter):
             elif o.speaker.by_position:
                 speaker = o.speaker.by_position[position % len(o.speaker.by_position)]
             else:
-                speaker, label = get_path(msg, o.speaker, msg_where, prefix, root)
-                speaker = identifier(speaker, label, "speaker", msg_where)
-            calls = calls_in(msg, o, prefix, root, msg_where)
-            answers = answered_call(msg, o, prefix, root, msg_where)
-            found, text, label, why = try_path(msg, o.text, prefix, root)
-            if calls and (text is None or (isinstance(text, str) and not text.strip())):
-                text = None  # a message that only calls tools (OpenAI content null)
-            elif not found:
-                raise missing_field(o.text, why, msg_where, label)
-            elif not isinstance(text, str):
-                raise wrong_type(label, "text", msg_where, "text", text)
+                speaker = read(self._field, msg, o.speaker, "id", msg_where, prefix, root, stand_in="")
+            calls = read(calls_in, msg, o, prefix, root, msg_where)  # None: they failed (the text may then be null)
+            answers = read(answered_call, msg, o, prefix, root, msg_where)
+            text = read(self._text, msg, calls is None or bool(calls), msg_where, prefix, root, stand_in="")
             fields = {}
             for option in ("role", "kind", "model", "timestamp"):
-                fp = getattr(o, option)
-                value, label = get_path(msg, fp, msg_where, prefix, root) if fp else (None, "")
-                if option == "timestamp":
-                    fields[option] = unix_seconds(value, label, msg_where, fp)
-                else:
-                    fields[option] = coerce(value, "text", label, option, msg_where)
+                how = "timestamp" if option == "timestamp" else "text"
+                fields[option] = read(self._field, msg, getattr(o, option), how, msg_where, prefix, root)
             if o.turn_index is not None:
-                key, label = get_path(msg, o.turn_index, msg_where, prefix, root)
-                if not isinstance(key, (str, int, float)) or isinstance(key, bool):
-                    raise wrong_type(label, "turn_index", msg_where, "a number or text", key)
+                key = read(self._field, msg, o.turn_index, "turn key", msg_where, prefix, root, stand_in=position)
             else:
                 key = natural_turn if natural_turn is not None else position
             given = fields["role"]  # mapped, else kept when it is a schema role; no role at all on a result: tool
@@ -432,11 +466,11 @@ class Mapping(SourceAdapter):
                 rows.append((key, position, speaker, "tool_result", text or "", stamp, result))
             elif text is not None:
                 rows.append((key, position, speaker, fields["kind"] or "message", text, stamp, None))
-            for call in calls:
+            for call in calls or ():
                 if call["call_id"] is not None:
                     call_names.setdefault(call["call_id"], call["name"])
                 rows.append((key, position, speaker, "tool_call", call_text(call), stamp, call))
-        if not rows:
+        if not rows and not self._failures.found:  # messages whose fields failed are not also "no messages"
             note = f" ({skipped} dropped by mapping.skip)" if skipped else ""
             raise Reject(f"the conversation has no messages{note}", field=None, kind="empty_conversation")
         groups: dict[Any, list[tuple[int, str, str, str, float | None, dict[str, Any] | None]]] = {}

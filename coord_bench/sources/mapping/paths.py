@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from coord_bench.sources.base import Reject
+from coord_bench.sources.base import Reject, abbreviated
 from coord_bench.sources.chatbot_arena import WINNERS
 from coord_bench.sources.mapping.options import FieldPath
 
@@ -23,7 +23,7 @@ def _show(value: Any) -> str:
 
 def _keys(obj: dict[str, Any]) -> str:
     """The keys of an object for a message, each cut to 40 characters (keys may be whole question texts)."""
-    keys = [str(k) if len(str(k)) <= 40 else str(k)[:37] + "..." for k in obj]
+    keys = [abbreviated(str(k), 40) for k in obj]
     if not keys:
         return "it is empty"
     return "keys: " + ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
