@@ -139,7 +139,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.raise_budget and "judge" in plan.annotations:
         plan.annotations["judge"]["raise_budget"] = True  # a run option: never recorded in the recipe
     with _holding(args, plan.out_dir):
-        manifest = build_dataset(plan, progress=not args.no_progress, say=print)
+        manifest = build_dataset(plan, not args.no_progress, print, engine=args.engine, address=args.address)
         print(build_summary(manifest, plan.out_dir))
         if (recipe.get("output") or {}).get("report"):
             from coord_bench.report import main as write_report
@@ -365,6 +365,11 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--limit", type=int, help="read at most N raw records per source (recipe output.limit)")
     build.add_argument("--max-shard-size", help="largest Parquet shard, e.g. 100MB (recipe output.max_shard_size)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="ray: read, normalize, count tokens and embed on a Ray cluster (the same rows as local, the default)",
+    )  # fmt: skip
+    build.add_argument("--address", help="the Ray cluster of --engine ray (default: start one on this machine)")
     build.add_argument(
         "--judge-model", action="append", default=[], metavar="MODEL",
         help="judge model (repeatable; recipe annotations.judge.models)",

@@ -201,9 +201,13 @@ class SourceAdapter(ABC):
 
     def iter_raw(self) -> Iterator[RawRecord]:
         for path in self.files():
-            relative = path.relative_to(self.spec.root).as_posix()
-            for index, value in iter_records(path):
-                yield RawRecord(relative, index, value)
+            yield from self.raw_records(path)
+
+    def raw_records(self, path: Path) -> Iterator[RawRecord]:
+        """The raw records of one of ``files()``: a file is the unit an engine may read anywhere."""
+        relative = path.relative_to(self.spec.root).as_posix()
+        for index, value in iter_records(path):
+            yield RawRecord(relative, index, value)
 
     def normalize(self, raw: RawRecord) -> dict[str, Any]:
         """Turn a raw record into a complete unified record; raises ``Reject``."""

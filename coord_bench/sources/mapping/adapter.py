@@ -109,16 +109,15 @@ class Mapping(SourceAdapter):
             )
         return found
 
-    def iter_raw(self) -> Iterator[RawRecord]:
+    def raw_records(self, path: Path) -> Iterator[RawRecord]:
         """One RawRecord per conversation: a record of the grouped layout, or the consecutive events of one
         conversation in the flat layout (locator: its first event)."""
-        for path in self.files():
-            relative = path.relative_to(self.spec.root).as_posix()
-            if self.options.layout == "flat":
-                yield from self._flat_conversations(path, relative)
-            else:
-                for index, value in self._records(path, relative):
-                    yield RawRecord(relative, index, value)
+        relative = path.relative_to(self.spec.root).as_posix()
+        if self.options.layout == "flat":
+            yield from self._flat_conversations(path, relative)
+        else:
+            for index, value in self._records(path, relative):
+                yield RawRecord(relative, index, value)
 
     def _records(self, path: Path, relative: str) -> Iterator[tuple[int, Any]]:
         """The file's records: its top-level values, or the items of the list at ``records`` in each."""

@@ -1,0 +1,206 @@
+"""The Ray engine (``coord-bench build --engine ray``): the per-record work on a Ray cluster, the rest on the driver.
+
+Ray Data reads the sources a file at a time (``map_batches`` over the files, an actor pool of CPU workers):
+each worker normalizes and schema-checks its file's records and applies the per-record layers
+(``Layer.per_record``: tokens). The driver takes the outcomes in reading order (Ray Data keeps it) and does
+what needs the whole corpus exactly as the local engine does (``build._normalize_into``: the limit, duplicate
+ids, filters, rejects and counts), then stages the records. The embeddings are planned on the driver in the
+batches the local engine would encode (``embeddings.text_chunks``, ``Embedder.plan``: a vector depends on its
+batch) and encoded by an actor pool (one actor per GPU where the cluster has GPUs, else one per CPU) that
+writes them into the shared content cache; the layers' corpus passes (the latent fit, the judge's sample),
+pass 2 and the writer then run on the driver as in the local engine, finding every vector cached. So both
+engines write the same rows in the same order. Ray is imported only here. Across machines the cache folder
+($COORD_BENCH_CACHE), the source files and the output folder must be on a filesystem every node sees, with
+coord_bench installed on every node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from coord_bench.build import Outcome, SourcesInput, outcome_of
+from coord_bench.mappers.embedding_backends import Choice
+from coord_bench.mappers.embeddings import Embedder, EmbeddingsMapper, Planned, text_chunks
+from coord_bench.mappers.layer import Layer, LayerContext
+from coord_bench.plan import BuildPlan
+from coord_bench.resources import default_cache_dir
+from coord_bench.sources import SourceSpec, adapter_class
+from coord_bench.staging import AnnotatedView, StagedCorpus
+
+OUTCOMES_PER_BLOCK = 64  # records a read worker hands back at a time (DEBATE rows are megabytes)
+WINDOW_CHARS = 64 * 2**20  # text planned for encoding before a Ray job encodes it: bounds the driver's memory
+
+
+class RaySourcesInput(SourcesInput):
+    """Pass 1 of a build from sources on a Ray cluster (see the module docstring); the manifest is the local
+    engine's."""
+
+    def __init__(self, plan: BuildPlan, layers: list[Layer], address: str | None = None):
+        super().__init__(plan)
+        self.address = address
+        self.per_record = [(layer.name, plan.annotations.get(layer.name) or {}) for layer in layers if layer.per_record]
+        self.applied = frozenset(name for name, _ in self.per_record)
+        self.embeddings = next((layer for layer in layers if isinstance(layer, EmbeddingsMapper)), None)
+        self._groups: Iterator | None = None
+        self._head: tuple[int, Iterator] | None = None
+
+    def stage(self, corpus: StagedCorpus, work_dir: Path, progress: bool) -> None:
+        with ray_session(self.address, progress):
+            self._groups = itertools.groupby(self._read(), key=lambda pair: pair[0])
+            self._head = next(self._groups, None)
+            super().stage(corpus, work_dir, progress)
+            if self.embeddings is not None:
+                corpus.close_writing()
+                self._embed(corpus)
+
+    def outcomes(self, adapter: Any) -> Iterator[Outcome]:
+        """``adapter``'s outcomes from the Ray workers; the sources come in the order of ``self.adapters``."""
+        index = self.adapters.index(adapter)
+        while self._head is not None and self._head[0] < index:  # a source the limit stopped early
+            self._head = next(self._groups, None)
+        if self._head is not None and self._head[0] == index:
+            for _, outcome in self._head[1]:
+                yield outcome
+
+    def _read(self) -> Iterator[tuple[int, Outcome]]:
+        shards = [
+            {"source": i, "file": path.relative_to(a.spec.root).as_posix()}
+            for i, a in enumerate(self.adapters)
+            for path in self.inputs[a.spec.name]
+        ]
+        workers = max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
+        rows = ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(
+            ReadShards,
+            fn_constructor_args=([a.spec for a in self.adapters], self.per_record),
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            runtime_env=_runtime_env(),
+        )
+        for row in rows.iter_rows():
+            yield int(row["source"]), pickle.loads(row["outcome"])
+
+    def _embed(self, corpus: StagedCorpus) -> None:
+        """Encode every text the embeddings layer will ask for, in its batches, WINDOW_CHARS of text a job."""
+        embedder = self.embeddings.embedder
+        window: list[Planned] = []
+        pending: set[str] = set()
+        chars = 0
+        for texts in text_chunks(AnnotatedView(corpus, EmbeddingsMapper.reads, [])):
+            for batch, new in embedder.plan(texts, pending):
+                window.append((batch, new))
+                pending |= new
+                chars += sum(len(text) for _, text in batch)
+            if chars >= WINDOW_CHARS:
+                self._encode(window)
+                window, pending, chars = [], set(), 0
+        if window:
+            self._encode(window)
+
+    def _encode(self, window: list[Planned]) -> None:
+        embedder = self.embeddings.embedder
+        settings = {**dataclasses.asdict(self.embeddings.config), "cache_dir": embedder.cache_root.parent}
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        actors = gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        rows = [{"batch": pickle.dumps(item)} for item in window]
+        stored = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            EncodeBatches,
+            fn_constructor_args=(settings, embedder.resolve()),
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
+            num_cpus=0 if gpus else 1,
+            num_gpus=1 if gpus else 0,
+            runtime_env=_runtime_env(),
+        )
+        expected, got, devices = sum(len(new) for _, new in window), 0, set()
+        for row in stored.iter_rows():
+            got += int(row["stored"])
+            devices.add(str(row["device"]))
+        if got != expected:
+            raise RuntimeError(f"the Ray embedding actors stored {got} vectors, {expected} were planned")
+        embedder.device = ", ".join(sorted(devices))  # where the vectors were encoded, for the manifest
+
+
+class ReadShards:
+    """A Ray Data worker: the outcomes of the records of whole files, the per-record layers applied."""
+
+    def __init__(self, specs: list[SourceSpec], per_record: list[tuple[str, dict[str, Any]]]):
+        from coord_bench.mappers.registry import LAYERS
+
+        self.adapters = [adapter_class(spec.adapter)(spec) for spec in specs]
+        context = LayerContext(progress=False)
+        self.layers = [LAYERS[name].from_params(params, context) for name, params in per_record]
+
+    def __call__(self, shard: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for source, file in zip(shard["source"], shard["file"], strict=True):
+            adapter = self.adapters[int(source)]
+            outcomes: list[Outcome] = []
+            for raw in adapter.raw_records(adapter.spec.root / str(file)):
+                outcomes.append(outcome_of(adapter, raw).detached())
+                if len(outcomes) == OUTCOMES_PER_BLOCK:
+                    yield self._block(int(source), outcomes)
+                    outcomes = []
+            if outcomes:
+                yield self._block(int(source), outcomes)
+
+    def _block(self, source: int, outcomes: list[Outcome]) -> dict[str, np.ndarray]:
+        records = [outcome.record for outcome in outcomes if outcome.record is not None]
+        for layer in self.layers:
+            layer.apply(records)
+        blobs = np.empty(len(outcomes), dtype=object)
+        blobs[:] = [pickle.dumps(outcome) for outcome in outcomes]
+        return {"source": np.full(len(outcomes), source), "outcome": blobs}
+
+
+class EncodeBatches:
+    """A Ray Data actor: the driver's embedder settings and choice of backend and precision, its own model;
+    encodes planned batches whole and commits their new keys to the shared cache."""
+
+    def __init__(self, settings: dict[str, Any], choice: Choice):
+        self.embedder = Embedder(**settings, progress=False)
+        self.embedder.choice = choice  # decided once, on the driver: every actor encodes at that precision
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        stored = []
+        for blob in rows["batch"]:
+            batch, new = pickle.loads(blob)
+            self.embedder.store(batch, new)
+            stored.append(len(new))
+        return {"stored": np.array(stored), "device": np.array([self.embedder.device] * len(stored))}
+
+
+@contextmanager
+def ray_session(address: str | None, progress: bool) -> Iterator[None]:
+    """Ray as the caller left it when it is already initialized, else connected to ``address`` (or a local
+    instance on the loopback interface when None) for the build's pass 1, then shut down."""
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the driver accounts for the records in reading order
+    context.enable_progress_bars = progress
+    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
+    if ray.is_initialized():
+        yield
+        return
+    local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address is None else {}
+    ray.init(address=address, configure_logging=False, log_to_driver=progress, **local)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _runtime_env() -> dict[str, Any]:
+    """The workers use the driver's cache folder (the tokenizer file, the embeddings)."""
+    return {"env_vars": {"COORD_BENCH_CACHE": str(default_cache_dir())}}
