@@ -22,7 +22,7 @@ from coord_bench.build_folder import REJECTS_FILE
 from coord_bench.filters import filter_reason
 from coord_bench.locate import file_sha256
 from coord_bench.mappers.layer import Layer, LayerContext
-from coord_bench.pipeline import Finisher, Output, Say, run_pipeline, schema_reject, write_reject
+from coord_bench.pipeline import Finisher, Output, RecordInput, Say, run_pipeline, schema_reject, write_reject
 from coord_bench.plan import BuildPlan
 from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, adapter_class
@@ -31,6 +31,7 @@ from coord_bench.splits import SPLITS
 from coord_bench.staging import StagedCorpus
 
 MAX_RAW_IN_REJECTS = 64 * 1024  # larger raw records are referenced by file and index instead of copied
+Engine = Callable[[BuildPlan, list[Layer]], RecordInput]  # pass 1 of a plan through its layers
 
 
 def run_build(
@@ -39,27 +40,19 @@ def run_build(
     context: LayerContext | None = None,
     finishers: Iterable[Finisher] = (),
     say: Say | None = None,
-    engine: str = "local",
-    address: str | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Build ``plan`` through ``layers`` (made with ``context``, see ``registry.build_layers``); return the
     manifest. ``finishers`` write extra files (the card) into the finished folder before it is swapped in.
-    ``engine`` ``ray`` runs pass 1 and the per-record layers on the Ray cluster at ``address`` (``ray_engine``)."""
+    ``engine`` makes pass 1 of the plan's layers (default: here, ``SourcesInput``; ``ray_engine.on_ray``)."""
     context = context or LayerContext(progress=False)
     output = Output(Path(plan.out_dir), plan.configs, plan.max_shard_bytes)
-    if engine == "local":
-        records = SourcesInput(plan)
-    elif engine == "ray":
-        from coord_bench.ray_engine import RaySourcesInput
-
-        records = RaySourcesInput(plan, list(layers), address)
-    else:
-        raise ValueError(f"unknown engine {engine!r}; expected local or ray")
+    records = engine(plan, list(layers)) if engine else SourcesInput(plan)
     return run_pipeline(records, output, list(layers), context, finishers, say)
 
 
 def build_dataset(
-    plan: BuildPlan, progress: bool = True, say: Say | None = None, engine: str = "local", address: str | None = None
+    plan: BuildPlan, progress: bool = True, say: Say | None = None, engine: Engine | None = None
 ) -> dict[str, Any]:
     """The build ``coord-bench build`` runs: the plan's layers (and those they need), then the card."""
     from coord_bench.card import write_card
@@ -68,7 +61,7 @@ def build_dataset(
     context = LayerContext(budget_folder=Path(plan.out_dir).absolute(), progress=progress)  # the judge's budget
     load_path = f"./{Path(plan.out_dir).name}"  # the card names the folder asked for, not the staging folder
     card = [lambda work_dir, manifest: write_card(work_dir, manifest, load_path)]
-    return run_build(plan, build_layers(plan.annotations, context), context, card, say, engine, address)
+    return run_build(plan, build_layers(plan.annotations, context), context, card, say, engine)
 
 
 class SourcesInput:

@@ -139,7 +139,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.raise_budget and "judge" in plan.annotations:
         plan.annotations["judge"]["raise_budget"] = True  # a run option: never recorded in the recipe
     with _holding(args, plan.out_dir):
-        manifest = build_dataset(plan, not args.no_progress, print, engine=args.engine, address=args.address)
+        manifest = build_dataset(plan, not args.no_progress, print, _engine(args))
         print(build_summary(manifest, plan.out_dir))
         if (recipe.get("output") or {}).get("report"):
             from coord_bench.report import main as write_report
@@ -147,6 +147,17 @@ def cmd_build(args: argparse.Namespace) -> int:
             write_report(plan.out_dir)
     print(where_to_look(plan.out_dir, manifest))
     return 0
+
+
+def _engine(args: argparse.Namespace):
+    """The build's engine: None for the local one (no Ray import), else pass 1 on Ray at ``--address``."""
+    if args.engine == "local":
+        if args.address:
+            raise UsageError("--address names a Ray cluster: it goes with --engine ray")
+        return None
+    from coord_bench.ray_engine import on_ray
+
+    return on_ray(args.address)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

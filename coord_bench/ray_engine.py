@@ -6,10 +6,11 @@ each worker normalizes and schema-checks its file's records and applies the per-
 what needs the whole corpus exactly as the local engine does (``build._normalize_into``: the limit, duplicate
 ids, filters, rejects and counts), then stages the records. The embeddings are planned on the driver in the
 batches the local engine would encode (``embeddings.text_chunks``, ``Embedder.plan``: a vector depends on its
-batch) and encoded by an actor pool (one actor per GPU where the cluster has GPUs, else one per CPU) that
-writes them into the shared content cache; the layers' corpus passes (the latent fit, the judge's sample),
-pass 2 and the writer then run on the driver as in the local engine, finding every vector cached. So both
-engines write the same rows in the same order. Ray is imported only here. Across machines the cache folder
+batch) and encoded by an actor pool (one actor per GPU where the cluster has GPUs, else one per as many CPUs
+as torch uses on the driver: a vector also depends on the thread count) that writes them into the shared
+content cache; the layers' corpus passes (the latent fit, the judge's sample), pass 2 and the writer then run
+on the driver as in the local engine, finding every vector cached. So both engines write the same rows in the
+same order (on the same kind of device). Ray is imported only here. Across machines the cache folder
 ($COORD_BENCH_CACHE), the source files and the output folder must be on a filesystem every node sees, with
 coord_bench installed on every node.
 """
@@ -20,7 +21,7 @@ import dataclasses
 import itertools
 import logging
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ OUTCOMES_PER_BLOCK = 64  # records a read worker hands back at a time (DEBATE ro
 WINDOW_CHARS = 64 * 2**20  # text planned for encoding before a Ray job encodes it: bounds the driver's memory
 
 
+def on_ray(address: str | None = None) -> Callable[[BuildPlan, list[Layer]], RaySourcesInput]:
+    """The engine of ``build.run_build`` that runs pass 1 on the Ray cluster at ``address`` (None: a local one)."""
+    return lambda plan, layers: RaySourcesInput(plan, layers, address)
+
+
 class RaySourcesInput(SourcesInput):
     """Pass 1 of a build from sources on a Ray cluster (see the module docstring); the manifest is the local
     engine's."""
@@ -57,9 +63,13 @@ class RaySourcesInput(SourcesInput):
 
     def stage(self, corpus: StagedCorpus, work_dir: Path, progress: bool) -> None:
         with ray_session(self.address, progress):
-            self._groups = itertools.groupby(self._read(), key=lambda pair: pair[0])
+            read = self._read()
+            self._groups = itertools.groupby(read, key=lambda pair: pair[0])
             self._head = next(self._groups, None)
-            super().stage(corpus, work_dir, progress)
+            try:
+                super().stage(corpus, work_dir, progress)
+            finally:
+                read.close()  # the limit may leave files unread: their workers stop and free their CPUs
             if self.embeddings is not None:
                 corpus.close_writing()
                 self._embed(corpus)
@@ -110,18 +120,25 @@ class RaySourcesInput(SourcesInput):
             self._encode(window)
 
     def _encode(self, window: list[Planned]) -> None:
+        """One Ray job: the window's batches encoded by a pool of actors, one per GPU, or else one per as many
+        CPUs as torch would use here: at bf16 a long text's vector depends on torch's thread count, so the
+        actors use the local engine's, and write its vectors."""
+        import torch
+
         embedder = self.embeddings.embedder
         settings = {**dataclasses.asdict(self.embeddings.config), "cache_dir": embedder.cache_root.parent}
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        actors = gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        node_cpus = max(int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"])
+        threads = max(1, min(torch.get_num_threads(), node_cpus))
+        actors = gpus or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         rows = [{"batch": pickle.dumps(item)} for item in window]
         stored = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             EncodeBatches,
-            fn_constructor_args=(settings, embedder.resolve()),
+            fn_constructor_args=(settings, embedder.resolve(), threads),
             batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
-            num_cpus=0 if gpus else 1,
+            num_cpus=1 if gpus else threads,
             num_gpus=1 if gpus else 0,
             runtime_env=_runtime_env(),
         )
@@ -169,7 +186,10 @@ class EncodeBatches:
     """A Ray Data actor: the driver's embedder settings and choice of backend and precision, its own model;
     encodes planned batches whole and commits their new keys to the shared cache."""
 
-    def __init__(self, settings: dict[str, Any], choice: Choice):
+    def __init__(self, settings: dict[str, Any], choice: Choice, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
         self.embedder = Embedder(**settings, progress=False)
         self.embedder.choice = choice  # decided once, on the driver: every actor encodes at that precision
 
@@ -185,20 +205,23 @@ class EncodeBatches:
 @contextmanager
 def ray_session(address: str | None, progress: bool) -> Iterator[None]:
     """Ray as the caller left it when it is already initialized, else connected to ``address`` (or a local
-    instance on the loopback interface when None) for the build's pass 1, then shut down."""
+    instance on the loopback interface when None) for the build's pass 1, then shut down; Ray Data set to
+    keep the reading order meanwhile."""
     context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order, context.enable_progress_bars
     context.execution_options.preserve_order = True  # the driver accounts for the records in reading order
     context.enable_progress_bars = progress
     logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
-    if ray.is_initialized():
-        yield
-        return
-    local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address is None else {}
-    ray.init(address=address, configure_logging=False, log_to_driver=progress, **local)
+    started = not ray.is_initialized()
+    if started:
+        local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address is None else {}
+        ray.init(address=address, configure_logging=False, log_to_driver=progress, **local)
     try:
         yield
     finally:
-        ray.shutdown()
+        context.execution_options.preserve_order, context.enable_progress_bars = before
+        if started:
+            ray.shutdown()
 
 
 def _runtime_env() -> dict[str, Any]:
