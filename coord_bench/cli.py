@@ -117,6 +117,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         validate_recipe,
     )
 
+    engine = _engine(args)
     path = Path(args.recipe) if args.recipe else default_recipe_path()
     recipe = load_recipe(path)
     validate_recipe(recipe, origin=str(path))
@@ -139,7 +140,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.raise_budget and "judge" in plan.annotations:
         plan.annotations["judge"]["raise_budget"] = True  # a run option: never recorded in the recipe
     with _holding(args, plan.out_dir):
-        manifest = build_dataset(plan, not args.no_progress, print, _engine(args))
+        manifest = build_dataset(plan, not args.no_progress, print, engine)
         print(build_summary(manifest, plan.out_dir))
         if (recipe.get("output") or {}).get("report"):
             from coord_bench.report import main as write_report

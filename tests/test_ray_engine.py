@@ -106,3 +106,8 @@ def test_bad_records_land_in_rejects_the_same_way_on_ray(tmp_path, local_ray, mo
     assert entry == manifest(outs["local"])["sources"]["multi_character_dialogue"]
     assert entry["read"] == len(rejects) + entry["normalized"] and entry["empty_files"] == ["b.jsonl"]
     assert shards(outs["ray"]) == shards(outs["local"])
+
+
+def test_an_address_without_the_ray_engine_is_refused(capsys):
+    assert main(["build", "--address", "127.0.0.1:6379", "--dry-run"]) == 2
+    assert "--address names a Ray cluster: it goes with --engine ray" in capsys.readouterr().err
