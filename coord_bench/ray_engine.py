@@ -100,7 +100,10 @@ class RaySourcesInput(SourcesInput):
             runtime_env=_runtime_env(),
         )
         for row in rows.iter_rows():
-            yield int(row["source"]), pickle.loads(row["outcome"])
+            outcome = pickle.loads(row["outcome"])
+            if isinstance(outcome, Exception):  # where the local engine would have stopped, with its error
+                raise outcome
+            yield int(row["source"]), outcome
 
     def _embed(self, corpus: StagedCorpus) -> None:
         """Encode every text the embeddings layer will ask for, in its batches, WINDOW_CHARS of text a job."""
@@ -162,24 +165,35 @@ class ReadShards:
         self.layers = [LAYERS[name].from_params(params, context) for name, params in per_record]
 
     def __call__(self, shard: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """The file's outcomes a block at a time; an error that stops reading it goes to the driver as data,
+        after the outcomes before it, to be raised there as it is (Ray would wrap it in its own)."""
         for source, file in zip(shard["source"], shard["file"], strict=True):
             adapter = self.adapters[int(source)]
             outcomes: list[Outcome] = []
-            for raw in adapter.raw_records(adapter.spec.root / str(file)):
-                outcomes.append(outcome_of(adapter, raw).detached())
-                if len(outcomes) == OUTCOMES_PER_BLOCK:
-                    yield self._block(int(source), outcomes)
-                    outcomes = []
+            try:
+                for raw in adapter.raw_records(adapter.spec.root / str(file)):
+                    outcomes.append(outcome_of(adapter, raw).detached())
+                    if len(outcomes) == OUTCOMES_PER_BLOCK:
+                        yield self._block(int(source), self._applied(outcomes))
+                        outcomes = []
+                outcomes = self._applied(outcomes)
+            except Exception as err:
+                yield self._block(int(source), [*outcomes, _picklable(err)])
+                return
             if outcomes:
                 yield self._block(int(source), outcomes)
 
-    def _block(self, source: int, outcomes: list[Outcome]) -> dict[str, np.ndarray]:
+    def _applied(self, outcomes: list[Outcome]) -> list[Outcome]:
         records = [outcome.record for outcome in outcomes if outcome.record is not None]
         for layer in self.layers:
             layer.apply(records)
-        blobs = np.empty(len(outcomes), dtype=object)
-        blobs[:] = [pickle.dumps(outcome) for outcome in outcomes]
-        return {"source": np.full(len(outcomes), source), "outcome": blobs}
+        return outcomes
+
+    @staticmethod
+    def _block(source: int, items: list[Outcome | Exception]) -> dict[str, np.ndarray]:
+        blobs = np.empty(len(items), dtype=object)
+        blobs[:] = [pickle.dumps(item) for item in items]
+        return {"source": np.full(len(items), source), "outcome": blobs}
 
 
 class EncodeBatches:
@@ -222,6 +236,14 @@ def ray_session(address: str | None, progress: bool) -> Iterator[None]:
         context.execution_options.preserve_order, context.enable_progress_bars = before
         if started:
             ray.shutdown()
+
+
+def _picklable(err: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:
+        return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 def _runtime_env() -> dict[str, Any]:
