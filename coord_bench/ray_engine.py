@@ -219,8 +219,8 @@ class EncodeBatches:
 @contextmanager
 def ray_session(address: str | None, progress: bool) -> Iterator[None]:
     """Ray as the caller left it when it is already initialized, else connected to ``address`` (or a local
-    instance on the loopback interface when None) for the build's pass 1, then shut down; Ray Data set to
-    keep the reading order meanwhile."""
+    instance when None) for the build's pass 1, then shut down; Ray Data set to keep the reading order
+    meanwhile."""
     context = ray.data.DataContext.get_current()
     before = context.execution_options.preserve_order, context.enable_progress_bars
     context.execution_options.preserve_order = True  # the driver accounts for the records in reading order
@@ -228,7 +228,7 @@ def ray_session(address: str | None, progress: bool) -> Iterator[None]:
     logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
     started = not ray.is_initialized()
     if started:
-        local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address is None else {}
+        local = {"include_dashboard": False} if address is None else {}
         ray.init(address=address, configure_logging=False, log_to_driver=progress, **local)
     try:
         yield

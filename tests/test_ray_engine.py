@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
-import pyarrow.parquet as pq
-import pytest
-import ray
-from realdata import REAL, build_realdata
+# Ray on Linux binds the machine's own address, even for 127.0.0.1; without cluster support (read when ray
+# is imported) a local instance stays on the loopback interface
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from coord_bench.cli import main
+import pyarrow.parquet as pq  # noqa: E402
+import pytest  # noqa: E402
+import ray  # noqa: E402
+from realdata import REAL, build_realdata  # noqa: E402
+
+from coord_bench.cli import main  # noqa: E402
 
 LAYERS = ["--annotate", "latents,rules", "--limit", "20"]  # latents and rules need tokens and embeddings
 SMALL_FIT = ["--set", "annotations.latents.k=2", "--set", "annotations.latents.max_iter=5"]  # fewer fits to run
@@ -19,8 +24,8 @@ SMALL_FIT = ["--set", "annotations.latents.k=2", "--set", "annotations.latents.m
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
-             log_to_driver=False)  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
     yield
     ray.shutdown()
 
