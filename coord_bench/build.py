@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from coord_bench.build_folder import REJECTS_FILE
 from coord_bench.filters import filter_reason
 from coord_bench.locate import file_sha256
 from coord_bench.mappers.layer import Layer, LayerContext
-from coord_bench.pipeline import Finisher, Output, Say, run_pipeline, schema_reject, write_reject
+from coord_bench.pipeline import Finisher, Output, RecordInput, Say, run_pipeline, schema_reject, write_reject
 from coord_bench.plan import BuildError, BuildPlan
 from coord_bench.schema import record_problems, schema_version
 from coord_bench.sources import RawRecord, Reject, adapter_class
@@ -33,6 +34,7 @@ from coord_bench.staging import StagedCorpus
 MAX_RAW_IN_REJECTS = 64 * 1024  # larger raw records are referenced by file and index instead of copied
 FIRST_REJECTS = 3  # the reject reasons an error or a warning quotes
 WARN_REJECTED_SHARE = 0.5  # a source with more of its records rejected is warned about
+Engine = Callable[[BuildPlan, list[Layer]], RecordInput]  # pass 1 of a plan through its layers
 
 
 def run_build(
@@ -41,15 +43,20 @@ def run_build(
     context: LayerContext | None = None,
     finishers: Iterable[Finisher] = (),
     say: Say | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Build ``plan`` through ``layers`` (made with ``context``, see ``registry.build_layers``); return the
-    manifest. ``finishers`` write extra files (the card) into the finished folder before it is swapped in."""
+    manifest. ``finishers`` write extra files (the card) into the finished folder before it is swapped in.
+    ``engine`` makes pass 1 of the plan's layers (default: here, ``SourcesInput``; ``ray_engine.on_ray``)."""
     context = context or LayerContext(progress=False)
     output = Output(Path(plan.out_dir), plan.configs, plan.max_shard_bytes)
-    return run_pipeline(SourcesInput(plan), output, list(layers), context, finishers, say)
+    records = engine(plan, list(layers)) if engine else SourcesInput(plan)
+    return run_pipeline(records, output, list(layers), context, finishers, say)
 
 
-def build_dataset(plan: BuildPlan, progress: bool = True, say: Say | None = None) -> dict[str, Any]:
+def build_dataset(
+    plan: BuildPlan, progress: bool = True, say: Say | None = None, engine: Engine | None = None
+) -> dict[str, Any]:
     """The build ``coord-bench build`` runs: the plan's layers (and those they need), then the card."""
     from coord_bench.card import write_card
     from coord_bench.mappers.registry import build_layers
@@ -65,11 +72,13 @@ def build_dataset(plan: BuildPlan, progress: bool = True, say: Say | None = None
 
         layers.append(HumanLabels(by_conversation(reviewed), [STORE]))
         finishers.insert(0, write_labels_report)
-    return run_build(plan, layers, context, finishers, say)
+    return run_build(plan, layers, context, finishers, say, engine)
 
 
 class SourcesInput:
     """Pass 1 of a build from sources, and the manifest that accounts for every record read."""
+
+    applied: frozenset[str] = frozenset()  # every layer runs after staging
 
     def __init__(self, plan: BuildPlan):
         self.plan = plan
@@ -81,7 +90,8 @@ class SourcesInput:
         """Pass 1; a source that gives no record (every one rejected, or none read) stops the build here, with
         rejects.jsonl complete in the staging folder and the previous build left in place."""
         with open(work_dir / REJECTS_FILE, "w", encoding="utf-8") as rejects:
-            _normalize_into(corpus, self.adapters, self.inputs, self.plan.limit, self.stats, rejects, progress)
+            _normalize_into(corpus, self.adapters, self.inputs, self.plan.limit, self.stats, rejects, progress,
+                            self.outcomes)  # fmt: skip
         failed = [name for name, s in self.stats.items() if s["normalized"] == 0 and s["filtered"] == 0]
         if failed:
             corpus.close_writing()
@@ -92,6 +102,10 @@ class SourcesInput:
                 f"every reject, with its record: {work_dir / REJECTS_FILE}"
             )
             raise BuildError("\n".join(lines))
+
+    def outcomes(self, adapter: Any) -> Iterator[Outcome]:
+        """The outcome of each raw record of ``adapter``'s source, in reading order, computed here."""
+        return (outcome_of(adapter, raw) for raw in adapter.iter_raw())
 
     def manifest(self, configs: dict[str, dict[str, int]], annotations: dict[str, Any]) -> dict[str, Any]:
         params = self.plan.annotations
@@ -123,8 +137,11 @@ def _normalize_into(
     stats: dict[str, Any],
     rejects: Any,
     progress: bool,
+    outcomes: Callable[[Any], Iterator[Outcome]],
 ) -> None:
-    """Pass 1: read every source, normalize or reject each record, stage the ones kept; note empty files."""
+    """Pass 1: account for each adapter's ``outcomes`` in reading order (the limit, duplicate ids, filters)
+    and stage the records kept; note empty files. Only this needs the whole corpus: engines differ in where
+    ``outcomes`` are computed."""
     seen_ids: dict[str, str] = {}
     with tqdm(desc="normalizing", unit="rec", disable=not progress) as bar:
         for adapter in adapters:
@@ -134,25 +151,20 @@ def _normalize_into(
             files = [p.relative_to(spec.root).as_posix() for p in inputs[spec.name]]
             with_records: set[str] = set()
             read_up_to = len(files)  # files before this position were read to their end
-            for raw in adapter.iter_raw():
+            for outcome in outcomes(adapter):
                 if limit is not None and source_stats["read"] >= limit:
-                    read_up_to = files.index(raw.file)
+                    read_up_to = files.index(outcome.file)
                     break
-                with_records.add(raw.file)
+                with_records.add(outcome.file)
                 source_stats["read"] += 1
                 bar.update()
-                try:
-                    record = adapter.normalize(raw)
-                    check_record(record, seen_ids, adapter.DUPLICATE_HINT)
-                except Reject as reject:
-                    _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(raw), reject)
+                record, reject = outcome.record, outcome.reject
+                if record is not None and record["id"] in seen_ids:
+                    reject = _duplicate(record, seen_ids, adapter)
+                if reject is not None:
+                    _reject(rejects, source_stats, spec.name, outcome.locator, outcome.raw_payload(), reject)
                     continue
-                except Exception as err:  # an input shape no adapter check foresaw: still one reject, not a crash
-                    reject = Reject(f"the {spec.adapter} adapter could not read this record: "
-                                    f"{type(err).__name__}: {err}", kind="adapter_error")
-                    _reject(rejects, source_stats, spec.name, raw.locator, _raw_payload(raw), reject)
-                    continue
-                seen_ids[record["id"]] = raw.locator
+                seen_ids[record["id"]] = outcome.locator
                 reason = filter_reason(record, filters)
                 if reason:
                     source_stats["filtered"] += 1
@@ -162,6 +174,44 @@ def _normalize_into(
                 source_stats["splits"][record["split"]] += 1
                 corpus.add(record)
             source_stats["empty_files"] = [name for name in files[:read_up_to] if name not in with_records]
+
+
+@dataclass
+class Outcome:
+    """What pass 1 makes of one raw record: the normalized record, or why not. ``raw`` (here) or ``payload``
+    (computed where the record was read, see ``detached``) give the raw record that rejects.jsonl shows."""
+
+    file: str
+    locator: str
+    record: dict[str, Any] | None = None
+    reject: Reject | None = None
+    raw: RawRecord | None = None
+    payload: dict[str, Any] | None = None
+    file_values: int | None = None  # top-level values of its file read when it was made (set by the Ray engine)
+
+    def raw_payload(self) -> dict[str, Any] | None:
+        return _raw_payload(self.raw) if self.raw is not None else self.payload
+
+    def detached(self) -> Outcome:
+        """This outcome without the raw value, to send to another process: a record may still turn out to
+        be a duplicate, so the payload goes along."""
+        return Outcome(self.file, self.locator, self.record, self.reject, payload=self.raw_payload())
+
+
+def outcome_of(adapter: Any, raw: RawRecord) -> Outcome:
+    """Normalize ``raw`` and check it against the schema: the part of pass 1 that needs only the record."""
+    try:
+        record = adapter.normalize(raw)
+        problems = list(record_problems(record))
+        if problems:
+            raise schema_reject("the normalized record breaks the schema: ", problems)
+        return Outcome(raw.file, raw.locator, record, raw=raw)
+    except Reject as reject:
+        return Outcome(raw.file, raw.locator, reject=reject, raw=raw)
+    except Exception as err:  # an input shape no adapter check foresaw: still one reject, not a crash
+        reject = Reject(f"the {adapter.spec.adapter} adapter could not read this record: "
+                        f"{type(err).__name__}: {err}", kind="adapter_error")  # fmt: skip
+        return Outcome(raw.file, raw.locator, reject=reject, raw=raw)
 
 
 def _reject(
@@ -179,14 +229,10 @@ def _reject(
     write_reject(rejects, source, locator, reject, payload)
 
 
-def check_record(record: dict[str, Any], seen_ids: dict[str, str], hint: str) -> None:
-    """Reject records the schema refuses and second copies of an id (``hint``: the adapter's way out)."""
-    problems = list(record_problems(record))
-    if problems:
-        raise schema_reject("the normalized record breaks the schema: ", problems)
-    if record["id"] in seen_ids:
-        same = abbreviated(record["id"])
-        raise Reject(f"duplicate of {seen_ids[record['id']]} (same id {same}){hint}", kind="duplicate")
+def _duplicate(record: dict[str, Any], seen_ids: dict[str, str], adapter: Any) -> Reject:
+    """The reject of a second copy of an id (the adapter's hint says how a recipe can tell them apart)."""
+    first, same = seen_ids[record["id"]], abbreviated(record["id"])
+    return Reject(f"duplicate of {first} (same id {same}){adapter.DUPLICATE_HINT}", kind="duplicate")
 
 
 def _raw_payload(raw: RawRecord) -> dict[str, Any]:

@@ -117,6 +117,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         validate_recipe,
     )
 
+    engine = _engine(args)
     path = Path(args.recipe) if args.recipe else default_recipe_path()
     recipe = load_recipe(path)
     validate_recipe(recipe, origin=str(path))
@@ -144,7 +145,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.raise_budget and "judge" in plan.annotations:
         plan.annotations["judge"]["raise_budget"] = True  # a run option: never recorded in the recipe
     with _holding(args, plan.out_dir):
-        manifest = build_dataset(plan, progress=not args.no_progress, say=print)
+        manifest = build_dataset(plan, not args.no_progress, print, engine)
         print(build_summary(manifest, plan.out_dir))
         if (recipe.get("output") or {}).get("report"):
             from coord_bench.report import main as write_report
@@ -152,6 +153,17 @@ def cmd_build(args: argparse.Namespace) -> int:
             write_report(plan.out_dir)
     print(where_to_look(plan.out_dir, manifest))
     return 0
+
+
+def _engine(args: argparse.Namespace):
+    """The build's engine: None for the local one (no Ray import), else pass 1 on Ray at ``--address``."""
+    if args.engine == "local":
+        if args.address:
+            raise UsageError("--address names a Ray cluster: it goes with --engine ray")
+        return None
+    from coord_bench.ray_engine import on_ray
+
+    return on_ray(args.address)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -392,6 +404,11 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--limit", type=int, help="read at most N raw records per source (recipe output.limit)")
     build.add_argument("--max-shard-size", help="largest Parquet shard, e.g. 100MB (recipe output.max_shard_size)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="ray: read, normalize, count tokens and embed on a Ray cluster (the same rows as local, the default)",
+    )  # fmt: skip
+    build.add_argument("--address", help="the Ray cluster of --engine ray (default: start one on this machine)")
     build.add_argument(
         "--judge-model", action="append", default=[], metavar="MODEL",
         help="judge model (repeatable; recipe annotations.judge.models)",

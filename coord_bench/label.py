@@ -38,6 +38,8 @@ KEPT = (REJECTS_FILE, *BUILD_FOLDERS)  # what a labelled build keeps of the buil
 class BuiltFolderInput:
     """Pass 1 of a label: the records of a finished build, and its manifest with the judge's entry added."""
 
+    applied: frozenset[str] = frozenset()
+
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.built = read_manifest(self.folder)

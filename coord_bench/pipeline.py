@@ -33,6 +33,8 @@ Finisher = Callable[[Path, dict[str, Any]], None]  # (the finished staging folde
 class RecordInput(Protocol):
     """Where a build's records come from, and the manifest it makes of what the layers and writers did."""
 
+    applied: frozenset[str]  # the per-record layers whose annotations the staged records already carry
+
     def stage(self, corpus: StagedCorpus, work_dir: Path, progress: bool) -> None:
         """Pass 1: add every record to ``corpus``; write ``work_dir/rejects.jsonl`` and whatever else the
         input owns in the folder (a labelled build keeps its rejects, artifacts and reports)."""
@@ -75,13 +77,14 @@ def run_pipeline(
     records.stage(corpus, work_dir, context.progress)
     corpus.close_writing()
     for layer in layers:
-        layer.prepare(AnnotatedView(corpus, layer.reads, needed_by(layer, layers)))
+        layer.prepare(AnnotatedView(corpus, layer.reads, needed_by(layer, layers), records.applied))
     writers = ConfigWriters(work_dir, output.configs, output.max_shard_bytes)
     late_rejects: Counter = Counter()  # (source, split) -> records an annotation broke
     with open(work_dir / REJECTS_FILE, "a", encoding="utf-8") as rejects:
         for batch in corpus.batches():
             for layer in layers:
-                layer.apply(batch)
+                if layer.name not in records.applied:
+                    layer.apply(batch)
             for record in batch:
                 problems = list(record_problems(record))
                 if problems:  # an annotation broke the schema: a bug, but the record is still accounted for

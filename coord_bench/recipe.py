@@ -240,9 +240,8 @@ def source_preview(source: dict[str, Any]) -> tuple[str, bool]:
     """(one line, whether it failed) on how a source with local data maps: its first mapped conversation
     (speakers, turns, outcome), or, when none of its first ``PREVIEW_RECORDS`` maps, the first one's reject,
     so a recipe whose paths match nothing fails before a build. A Hub source is not downloaded to preview."""
-    from coord_bench.build import check_record
+    from coord_bench.build import outcome_of
     from coord_bench.locate import SourceLocationError, embedded_source, local_source
-    from coord_bench.sources import Reject
 
     location = source_location(source)
     if location.get("hub"):
@@ -261,15 +260,11 @@ def source_preview(source: dict[str, Any]) -> tuple[str, bool]:
             if tried >= PREVIEW_RECORDS:
                 break
             tried += 1
-            try:
-                record = adapter.normalize(raw)
-                check_record(record, {}, "")
-            except Reject as reject:
-                first_failure = first_failure or f"record {raw.locator} is rejected: {reject.reason}"
+            outcome = outcome_of(adapter, raw)
+            if outcome.reject is not None:
+                first_failure = first_failure or f"record {raw.locator} is rejected: {outcome.reject.reason}"
                 continue
-            except Exception as err:  # as in a build: an unforeseen shape is that record's reject
-                first_failure = first_failure or f"record {raw.locator} is rejected: {type(err).__name__}: {err}"
-                continue
+            record = outcome.record
             speakers = ", ".join(a["agent_id"] for a in record["agents"])
             outcome = {k: v for k, v in record["outcome"].items() if v is not None}
             return (f"preview: {record['id']} maps to {record['n_turns']} turns, {record['n_messages']} messages, "

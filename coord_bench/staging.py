@@ -7,7 +7,7 @@ annotated; staging keeps memory bounded while they do, and is deleted when the b
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,13 @@ class StagedCorpus:
 class AnnotatedView:
     """The staged corpus as one layer's corpus pass sees it: each batch with only the layers that layer needs
     applied, read with only the columns it and they declare. Applying tokens again is cheaper than a second
-    copy of the corpus on disk."""
+    copy of the corpus on disk; layers named in ``applied`` were applied before staging, so are only read."""
 
-    def __init__(self, corpus: StagedCorpus, reads: Sequence[str], needed: Sequence[Any]):
+    def __init__(
+        self, corpus: StagedCorpus, reads: Sequence[str], needed: Sequence[Any], applied: Collection[str] = ()
+    ):
         self.corpus, self.reads, self.needed = corpus, tuple(reads), list(needed)
+        self.to_apply = [layer for layer in self.needed if layer.name not in applied]  # the rest are staged
 
     def batches(self, columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
         """Every staged record with the needed layers applied; ``columns`` (default: the layer's ``reads``)
@@ -76,6 +79,6 @@ class AnnotatedView:
         for layer in self.needed:
             wanted.update(layer.reads, layer.writes)
         for batch in self.corpus.batches([name for name in self.corpus.schema.names if name in wanted]):
-            for layer in self.needed:
+            for layer in self.to_apply:
                 layer.apply(batch)
             yield batch

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from coord_bench.record import task_text
 from coord_bench.resources import default_cache_dir
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+Planned = tuple[list[tuple[str, str]], set[str]]  # a batch to encode whole: its (key, text) pairs, the keys new
 
 
 def text_key(model_id: str, text: str) -> str:
@@ -37,11 +38,13 @@ def pick_device(device: str = "auto") -> str:
 
 
 class EmbeddingCache:
-    """sha256 key -> float32 vector, in one SQLite file; safe to reopen after a crash (each batch commits)."""
+    """sha256 key -> float32 vector, in one SQLite file; safe to reopen after a crash (each batch commits), and
+    shared by processes (the Ray engine's actors: SQLite locks the file, a writer waits for another)."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path)
+        # one thread at a time, not always the opening one: a Ray actor is built and called on other threads
+        self.db = sqlite3.connect(path, timeout=60, check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 
     def missing(self, keys: list[str]) -> set[str]:
@@ -177,24 +180,35 @@ class Embedder:
         mid-way keeps all but the batch in flight, and its rerun encodes each missing text in the same batch
         as an uninterrupted build would: the model's float results depend on the batch, so its vectors (and
         the latent model fitted on them) come out bit-identical."""
+        planned = self.plan(texts)
+        if not planned:
+            return 0
+        total = sum(len(new) for _, new in planned)
+        with tqdm(total=total, desc="embedding", unit="text", disable=not self.progress) as bar:
+            for batch, new in planned:
+                self.store(batch, new)
+                bar.update(len(new))
+        return total
+
+    def plan(self, texts: Iterable[str], pending: set[str] = frozenset()) -> list[Planned]:
+        """The batches ``ensure`` encodes: those holding texts neither cached nor in ``pending`` (planned but not
+        yet stored: the Ray engine plans ahead), which count as encoded by this instance."""
         variant = self.variant
         by_key = {text_key(variant, t): t for t in texts}
         self.distinct.update(by_key)
-        missing = self.cache.missing(list(by_key))
+        missing = self.cache.missing(list(by_key)) - pending
         if not missing:
-            return 0
+            return []
+        self.encoded += len(missing)
         ordered = sorted(by_key.items(), key=lambda item: (len(item[1]), item[0]))
         batches = [ordered[start : start + self.batch_size] for start in range(0, len(ordered), self.batch_size)]
-        with tqdm(total=len(missing), desc="embedding", unit="text", disable=not self.progress) as bar:
-            for batch in batches:
-                new = [key for key, _ in batch if key in missing]
-                if not new:
-                    continue
-                vectors = self.encode([text for _, text in batch])
-                self.cache.put({key: v for (key, _), v in zip(batch, vectors, strict=True) if key in missing})
-                bar.update(len(new))
-        self.encoded += len(missing)
-        return len(missing)
+        planned = [(batch, {key for key, _ in batch if key in missing}) for batch in batches]
+        return [(batch, new) for batch, new in planned if new]
+
+    def store(self, batch: list[tuple[str, str]], new: set[str]) -> None:
+        """Encode one planned batch whole (its vectors depend on the batch) and commit the ``new`` keys."""
+        vectors = self.encode([text for _, text in batch])
+        self.cache.put({key: v for (key, _), v in zip(batch, vectors, strict=True) if key in new})
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` (len(texts) x dim), encoding what the cache lacks."""
@@ -265,6 +279,19 @@ def record_texts(record: dict) -> list[str]:
     return texts + ([drive] if drive else [])
 
 
+def text_chunks(corpus) -> Iterator[list[str]]:
+    """The corpus's texts in the chunks the embeddings layer ensures one at a time: whole batches of records
+    up to at least 4,096 texts. Every engine cuts the same chunks, so every engine encodes the same batches."""
+    pending: list[str] = []
+    for batch in corpus.batches():
+        for record in batch:
+            pending += record_texts(record)
+        if len(pending) >= 4096:
+            yield pending
+            pending = []
+    yield pending
+
+
 @dataclass
 class EmbeddingsConfig:
     model: str = BUNDLED_MODEL  # a sentence-transformers model (the bundled MiniLM loads offline)
@@ -295,14 +322,8 @@ class EmbeddingsMapper(Layer):
         context.embedder = self.embedder
 
     def prepare(self, corpus) -> None:
-        pending: list[str] = []
-        for batch in corpus.batches():
-            for record in batch:
-                pending += record_texts(record)
-            if len(pending) >= 4096:
-                self.embedder.ensure(pending)
-                pending = []
-        self.embedder.ensure(pending)
+        for texts in text_chunks(corpus):
+            self.embedder.ensure(texts)
 
     def apply(self, batch: list[dict]) -> None:
         """Nothing to write: the embeddings serve the latent and rule layers through the cache."""

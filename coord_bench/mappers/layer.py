@@ -51,6 +51,9 @@ class Layer:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type]
+    # apply() reads the record alone (no corpus pass, no state shared between records): an engine may apply
+    # it where the record is read, before staging (the Ray engine does, in its workers)
+    per_record: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any], context: LayerContext) -> Layer:

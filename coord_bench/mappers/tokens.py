@@ -87,6 +87,7 @@ class TokensMapper(Layer):
     reads = ("agents", "task", "turns")
     writes = ("turns", "annotations")
     Config = TokensConfig
+    per_record = True
     threads = 2
 
     def __init__(self, config: TokensConfig | None = None, context: LayerContext | None = None):

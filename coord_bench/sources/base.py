@@ -212,6 +212,22 @@ class SourceAdapter(ABC):
         log's value is one event."""
         return sum(self._values_per_file.values())
 
+    def values_read(self) -> dict[str, int]:
+        """The top-level values read per file (relative path), for an engine to send from where it read them."""
+        return {path.relative_to(self.spec.root).as_posix(): n for path, n in self._values_per_file.items()}
+
+    def count_values(self, counts: dict[str, int]) -> None:
+        """Add ``values_read`` of the same files read elsewhere (a Ray worker) to this adapter's counts."""
+        for relative, n in counts.items():
+            path = self.spec.root / relative
+            self._values_per_file[path] = max(self._values_per_file.get(path, 0), n)
+
+    @property
+    def reads_in_order(self) -> bool:
+        """Whether a record depends on the records read before it in other files (so an engine must read the
+        source's files in order, in one place, rather than a file at a time anywhere)."""
+        return False
+
     def files(self) -> list[Path]:
         """The source's data files under its root, in a stable order."""
         root = self.spec.root
@@ -226,9 +242,13 @@ class SourceAdapter(ABC):
 
     def iter_raw(self) -> Iterator[RawRecord]:
         for path in self.files():
-            relative = path.relative_to(self.spec.root).as_posix()
-            for index, value in self.read_values(path):
-                yield RawRecord(relative, index, value)
+            yield from self.raw_records(path)
+
+    def raw_records(self, path: Path) -> Iterator[RawRecord]:
+        """The raw records of one of ``files()``: a file is the unit an engine may read anywhere."""
+        relative = path.relative_to(self.spec.root).as_posix()
+        for index, value in self.read_values(path):
+            yield RawRecord(relative, index, value)
 
     def normalize(self, raw: RawRecord) -> dict[str, Any]:
         """Turn a raw record into a complete unified record; raises ``Reject``."""

@@ -136,16 +136,19 @@ class Mapping(SourceAdapter):
             )
         return found
 
-    def iter_raw(self) -> Iterator[RawRecord]:
+    @property
+    def reads_in_order(self) -> bool:
+        return self.options.duplicate_ids == "number"  # '<id>#2' counts the repeats read before, in any file
+
+    def raw_records(self, path: Path) -> Iterator[RawRecord]:
         """One RawRecord per conversation: a record of the grouped layout, or the consecutive events of one
         conversation in the flat layout (locator: its first event)."""
-        for path in self.files():
-            relative = path.relative_to(self.spec.root).as_posix()
-            if self.options.layout == "flat":
-                yield from self._flat_conversations(path, relative)
-            else:
-                for index, value in self._records(path, relative):
-                    yield RawRecord(relative, index, value)
+        relative = path.relative_to(self.spec.root).as_posix()
+        if self.options.layout == "flat":
+            yield from self._flat_conversations(path, relative)
+        else:
+            for index, value in self._records(path, relative):
+                yield RawRecord(relative, index, value)
 
     def _records(self, path: Path, relative: str) -> Iterator[tuple[int, Any]]:
         """The file's records: its top-level values, or the items of the list at ``records`` in each."""
