@@ -44,7 +44,7 @@ def test_every_record_is_labelled_and_the_formulas_are_recorded(built, rows):
     assert len(rows) == 92 and {r["source"] for r in rows} == set(SOURCES)
     for record in rows:
         labels = rules(record)
-        assert labels["version"] == "rules-v1"
+        assert labels["version"] == "rules-v2"
         assert labels["agreement_level"] in ("full", "partial", "none", None)
         turns = {t["index"] for t in record["turns"]}
         assert all(e["turn_index"] in turns for e in labels["events"])

@@ -158,7 +158,9 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     typed enum is compiled as a plain string) and small integer ranges as enums (ranges are not enforced);
     maxLength stays, as it bounds the generation."""
     schema = {
-        k: v for k, v in copy.deepcopy(schema).items() if k not in ("$schema", "$id", "title", "x-schema-version")
+        k: v
+        for k, v in copy.deepcopy(schema).items()
+        if k not in ("$schema", "$id", "title") and not k.startswith("x-")
     }
 
     def walk(node: Any) -> Any:
