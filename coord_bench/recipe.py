@@ -167,7 +167,9 @@ def configs_of(recipe: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
     return {c["name"]: list(c["sources"]) for c in declared}, default
 
 
-def to_plan(recipe: dict[str, Any], out_dir: str | Path | None = None, lock: RecipeLock | None = None) -> BuildPlan:
+def to_plan(
+    recipe: dict[str, Any], out_dir: str | Path | None = None, lock: RecipeLock | None = None
+) -> BuildPlan:
     """Resolve locations (downloading Hub sources) and return the ``BuildPlan`` of a validated recipe.
 
     With a ``lock``, Hub sources are read at their locked commits (or locked; the caller saves the lock).
@@ -305,12 +307,8 @@ def describe_plan(recipe: dict[str, Any], origin: str = "recipe", lock: RecipeLo
         from coord_bench.mappers.judge import JudgeConfig
 
         judge = {**JUDGE_DEFAULTS, **judge}
-        per_row = (
-            len(judge.get("models", []))
-            * JudgeConfig.from_params(
-                {k: v for k, v in judge.items() if k in ("tasks", "both_orders")}
-            ).requests_per_row
-        )
+        shape = JudgeConfig.from_params({k: v for k, v in judge.items() if k in ("tasks", "both_orders")})
+        per_row = len(judge.get("models", [])) * shape.requests_per_row
         lines.append(
             f"judge spend: at most {judge.get('max_calls', 0)} calls in all ({per_row} per sampled conversation) "
             f"and at most ${judge.get('max_cost_usd', 0):.2f}, hard caps; key from ${judge.get('api_key_env', '')}"

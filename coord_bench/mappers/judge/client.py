@@ -42,7 +42,7 @@ import httpx
 MODES = ("json_schema", "json_object", "tool", "prompt")
 TOOL_NAME = "submit_judgement"
 # the keywords every strict structured-output implementation accepts; bounds are checked locally anyway
-STRICT_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "description"}
+STRICT_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "description", "anyOf"}
 
 
 class JudgeError(Exception):
