@@ -29,10 +29,12 @@ from judge_helpers import (
 from llm_server import FakeChatServer, FaultProxy, by_task, failure_modes_judgement, is_failure_modes, judgement
 
 from coord_bench.cli import main
-from coord_bench.labels import LABEL_SCHEMA_VERSION, MAST_MODES, MAST_VALUES, make_label
+from coord_bench.labels import LABEL_SCHEMA_VERSION, MAST_MODES, MAST_VALUES, MAST_VERSION, make_label
 from coord_bench.mappers.judge import JudgeConfig, JudgeConfigError, JudgeMapper
 from coord_bench.mappers.judge import failure_modes as fm
+from coord_bench.mappers.judge.client import grammar_schema, strict_schema
 from coord_bench.mappers.judge.prompt import TEMPLATE_SHA256
+from coord_bench.mappers.judge.tasks import FAILURE_MODES, TASKS
 from coord_bench.schema import validator
 
 MAST_NAMES = [m.label for m in MAST_MODES]
@@ -242,3 +244,16 @@ def test_unknown_tasks_are_refused_by_name():
     assert JudgeConfig.from_params({"tasks": "failure_modes", "both_orders": True}).requests_per_row == 1
     both = JudgeConfig.from_params({"tasks": ["coordination", "failure_modes"], "both_orders": True})
     assert both.requests_per_row == 3
+
+
+def test_the_failure_mode_schema_pins_the_taxonomy_and_reaches_servers_with_its_union():
+    schema = TASKS[FAILURE_MODES].schema
+    assert schema["x-taxonomy-version"] == MAST_VERSION  # the schema file and coord_bench/labels.py agree
+    assert schema["properties"]["modes"]["required"] == [m.id for m in MAST_MODES]
+    assert all(v["enum"] == list(MAST_VALUES) for v in schema["properties"]["modes"]["properties"].values())
+    strict = strict_schema(schema)  # OpenAI / OpenRouter strict mode: every object closed, the null kept
+    null, blame = strict["properties"]["attribution"]["anyOf"]
+    assert null == {"type": "null"} and blame["additionalProperties"] is False and "maxLength" not in str(blame)
+    grammar = grammar_schema(schema)  # llama.cpp: enums untyped, no x- keys
+    assert not [k for k in grammar if k.startswith("x-")]
+    assert "type" not in grammar["properties"]["modes"]["properties"]["1.1"]

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from coord_bench.labels import MAST_MODES, MAST_VERSION, coordination_of, with_labels
+from coord_bench.labels import MAST_MODES, MAST_VERSION, WHO_WHEN, coordination_of, with_labels
 from coord_bench.mappers.judge import agreement as stats
 from coord_bench.mappers.judge import failure_modes, results
 from coord_bench.mappers.judge.cache import request_key
@@ -181,7 +181,7 @@ class JudgeMapper(Layer):
     def failure_mode_counts(self) -> dict[str, Any]:
         """The failure-mode task in numbers: judgements by status, and per mode how often each value came back."""
         jobs = [j for j in self.jobs if j.task == FAILURE_MODES]
-        statuses = Counter(self.results[j.row_id, j.model, j.task, j.order].status for j in jobs if self.results)
+        statuses = Counter(self.results[j.row_id, j.model, j.task, j.order].status for j in jobs)
         values = {m.label: Counter() for m in MAST_MODES}
         for labels in self.labels.values():
             for label in labels:
@@ -192,7 +192,7 @@ class JudgeMapper(Layer):
             "judgements": dict(sorted(statuses.items())),
             "failed_conversations_asked_for_attribution": sum(j.prompt.failed for j in jobs),
             "attributions": sum(
-                lb["name"] == "who_when" and lb["value"] is not None for v in self.labels.values() for lb in v
+                lb["name"] == WHO_WHEN and lb["value"] is not None for v in self.labels.values() for lb in v
             ),
             "attributions_dropped_not_failed": self.counters.attributions_dropped,
             "values": {name: dict(sorted(counts.items())) for name, counts in values.items()},
