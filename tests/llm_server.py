@@ -213,10 +213,11 @@ class Seen:
 class FaultProxy(_Server):
     """Forwards to ``upstream`` (a ``.../v1`` base URL), injecting the registered faults; counts everything."""
 
-    def __init__(self, upstream: str, port: int = 0, latency: float = 0.0):
+    def __init__(self, upstream: str, port: int = 0, latency: float = 0.0, upstream_timeout: float = 300):
         self.upstream = upstream.rstrip("/")
         self.port = port
         self.latency = latency
+        self.upstream_timeout = upstream_timeout  # seconds the upstream may take before the proxy drops the request
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
         self.received = 0  # chat-completion requests that reached the proxy
@@ -301,7 +302,8 @@ class FaultProxy(_Server):
             self.forwarded += 1
         time.sleep(self.latency + (fault.delay if action == "slow" else 0.0))
         headers = {"Content-Type": "application/json"}
-        response = httpx.post(self.upstream + "/chat/completions", content=raw, headers=headers, timeout=300)
+        url, timeout = self.upstream + "/chat/completions", self.upstream_timeout
+        response = httpx.post(url, content=raw, headers=headers, timeout=timeout)
         body = response.content
         seen.status = response.status_code
         with self._lock:  # dead before the answer goes out: the client's next request must find the proxy gone

