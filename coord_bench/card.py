@@ -19,6 +19,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
 from coord_bench.build_folder import CARD_FILE, shard_files, shard_split
+from coord_bench.labels import MODES_BY_ID, mast_markdown
 from coord_bench.markdown import table
 from coord_bench.report.latent_quality import quality_markdown
 from coord_bench.resources import resource_path
@@ -92,7 +93,25 @@ def _annotations_section(manifest: dict[str, Any]) -> str:
         if info.get("agreement"):
             text += f"\n\nAgreement: `{json.dumps(info['agreement'])}`"
         parts.append(text)
+    if "rules" in layers or "failure_modes" in (layers.get("judge") or {}).get("tasks", {}):
+        parts.append(_failure_modes_section())
     return "\n\n".join(parts)
+
+
+def _failure_modes_section() -> str:
+    """The MAST taxonomy (from ``coord_bench.labels``) and which modes the rules decide (from their table)."""
+    from coord_bench.mappers.rules import MAST_RULES, RULES_CANNOT_JUDGE
+
+    rules = table(
+        ["rule", "evidences", "mode"],
+        [[f"`{r.name}`", f"`mast:{r.mode}`", MODES_BY_ID[r.mode].name] for r in MAST_RULES],
+    )
+    cannot = ", ".join(f"`mast:{i}` ({MODES_BY_ID[i].name})" for i in RULES_CANNOT_JUDGE)
+    return (
+        f"### Failure modes (MAST)\n\n{mast_markdown()}\n\nRules that fill a mode from native evidence "
+        f"(provenance `rule:...`; the judge's `failure_modes` task answers every mode):\n\n{rules}\n\n"
+        f"The rules cannot judge, and never emit: {cannot}."
+    )
 
 
 def _load_examples(manifest: dict[str, Any], repo_id: str) -> str:

@@ -333,9 +333,11 @@ def describe_plan(
     judge = annotations.get("judge") or {}
     if judge.get("enabled"):
         from coord_bench.mappers.judge import DEFAULTS as JUDGE_DEFAULTS
+        from coord_bench.mappers.judge import JudgeConfig
 
         judge = {**JUDGE_DEFAULTS, **judge}
-        per_row = len(judge.get("models", [])) * (2 if judge.get("both_orders") else 1)
+        shape = JudgeConfig.from_params({k: v for k, v in judge.items() if k in ("tasks", "both_orders")})
+        per_row = len(judge.get("models", [])) * shape.requests_per_row
         lines.append(
             f"judge spend: at most {judge.get('max_calls', 0)} calls in all ({per_row} per sampled conversation) "
             f"and at most ${judge.get('max_cost_usd', 0):.2f}, hard caps; key from ${judge.get('api_key_env', '')}"

@@ -213,10 +213,11 @@ class Seen:
 class FaultProxy(_Server):
     """Forwards to ``upstream`` (a ``.../v1`` base URL), injecting the registered faults; counts everything."""
 
-    def __init__(self, upstream: str, port: int = 0, latency: float = 0.0):
+    def __init__(self, upstream: str, port: int = 0, latency: float = 0.0, upstream_timeout: float = 300):
         self.upstream = upstream.rstrip("/")
         self.port = port
         self.latency = latency
+        self.upstream_timeout = upstream_timeout  # seconds the upstream may take before the proxy drops the request
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
         self.received = 0  # chat-completion requests that reached the proxy
@@ -301,7 +302,8 @@ class FaultProxy(_Server):
             self.forwarded += 1
         time.sleep(self.latency + (fault.delay if action == "slow" else 0.0))
         headers = {"Content-Type": "application/json"}
-        response = httpx.post(self.upstream + "/chat/completions", content=raw, headers=headers, timeout=300)
+        url, timeout = self.upstream + "/chat/completions", self.upstream_timeout
+        response = httpx.post(url, content=raw, headers=headers, timeout=timeout)
         body = response.content
         seen.status = response.status_code
         with self._lock:  # dead before the answer goes out: the client's next request must find the proxy gone
@@ -323,6 +325,31 @@ def judgement(success: int = 7, level: str = "full", efficiency: int = 6, prefer
         "preferred": preferred,
         "rationale": "fake judgement",
     }
+
+
+MAST_IDS = ("1.1", "1.2", "1.3", "1.4", "1.5", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "3.1", "3.2", "3.3")
+AGENTS_PATTERN = re.compile(r"responsible for the failure \(one of: ([^)]*)\)")
+
+
+def failure_modes_judgement(request: dict[str, Any], agent: str | None = None, turn: int = 0) -> dict:
+    """A failure-mode reply: every mode "no", and for a conversation the prompt says failed an attribution to
+    ``agent`` (default: the first agent label the prompt offers) at ``turn``."""
+    content = " ".join(m.get("content") or "" for m in request.get("messages", []))
+    offered = AGENTS_PATTERN.search(content)
+    attribution = None
+    if offered:
+        agent = agent if agent is not None else offered.group(1).split(", ")[0]
+        attribution = {"agent": agent, "turn_index": turn, "reason": "fake attribution"}
+    return {"modes": dict.fromkeys(MAST_IDS, "no"), "attribution": attribution}
+
+
+def is_failure_modes(request: dict[str, Any]) -> bool:
+    return any("MAST taxonomy" in (m.get("content") or "") for m in request.get("messages", []))
+
+
+def by_task(request: dict[str, Any]) -> dict:
+    """A valid reply to either judge task."""
+    return failure_modes_judgement(request) if is_failure_modes(request) else judgement()
 
 
 class FakeChatServer(_Server):

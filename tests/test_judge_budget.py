@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from judge_helpers import assert_adds_up, cached, kill_when, label_args, ledger_of, start_label
 from llm_server import FakeChatServer, FaultProxy, conversation_id, judgement
 from realdata import source_dir_args
 
@@ -61,14 +61,6 @@ def judge_server():
     server.stop()
 
 
-def label_args(folder: Path, cache: Path, base_url: str, *extra: str, calls: int = 12, sample: int | None = 4):
-    args = [
-        "label", str(folder), "--base-url", base_url, "--judge-model", "smollm2", "--mode", "json_object",
-        "--max-calls", str(calls), "--concurrency", "8", "--no-progress", "--set", f"cache_dir={cache}",
-        "--set", "max_tokens=160", "--set", "prompt_token_budget=100", "--set", "max_reasks=0",
-        "--set", "max_retries=0", "--set", "timeout_s=300", *extra,
-    ]  # fmt: skip
-    return args + (["--sample-size", str(sample)] if sample else [])
 
 
 def rows_hash(folder: Path) -> str:
@@ -85,39 +77,14 @@ def rows_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def ledger_of(folder: Path) -> dict:
-    return json.loads((folder / "build_manifest.json").read_text())["annotations"]["judge"]["budget"]["ledger"]
 
 
-def cached(cache: Path) -> int:
-    db = cache / "judge_cache.sqlite"
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
-    except sqlite3.OperationalError:  # no file or no table yet
-        return 0
 
 
-def start_label(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as handle:
-        return subprocess.Popen([sys.executable, "-m", "coord_bench.cli", *args], stdout=handle, stderr=handle)
 
 
-def kill_when(process: subprocess.Popen, ready, log: Path, timeout: float = 240) -> None:
-    """SIGKILL ``process`` as soon as ``ready()``; fails if it ended first (the kill point was missed)."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None, f"the run ended before the kill point: {log.read_text()[-2000:]}"
-        assert time.monotonic() < deadline, f"the kill point never came: {log.read_text()[-2000:]}"
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
 
 
-def assert_adds_up(ledger: dict) -> None:
-    assert ledger["in_flight"] == 0
-    assert ledger["calls_sent"] == ledger["answered"] + ledger["failed"] + ledger["lost_in_crash"]
-    assert ledger["calls_remaining"] == ledger["max_calls"] - ledger["calls_sent"]
 
 
 @pytest.fixture(scope="module")

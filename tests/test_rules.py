@@ -11,9 +11,10 @@ import pytest
 from realdata import SOURCES, build_realdata
 
 from coord_bench.answers import answers_match
+from coord_bench.labels import LABEL_SCHEMA_VERSION, MAST_MODES
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.layer import LayerContext
-from coord_bench.mappers.rules import RulesMapper, final_messages, flag_agreement
+from coord_bench.mappers.rules import MAST_RULES, RulesMapper, final_messages, flag_agreement
 from coord_bench.schema import DECISIVE_WINNERS
 
 
@@ -44,7 +45,7 @@ def test_every_record_is_labelled_and_the_formulas_are_recorded(built, rows):
     assert len(rows) == 92 and {r["source"] for r in rows} == set(SOURCES)
     for record in rows:
         labels = rules(record)
-        assert labels["version"] == "rules-v1"
+        assert labels["version"] == "rules-v2"
         assert labels["agreement_level"] in ("full", "partial", "none", None)
         turns = {t["index"] for t in record["turns"]}
         assert all(e["turn_index"] in turns for e in labels["events"])
@@ -60,6 +61,26 @@ def test_every_record_is_labelled_and_the_formulas_are_recorded(built, rows):
     assert sum(described["success"].values()) == 92  # counted once per record, however often apply ran
     card = (built / "README.md").read_text()
     assert "answer_correct, else decision_success" in card and "Quality per 1,000 tokens" in card
+    assert "### Failure modes (MAST)" in card and "arXiv:2503.13657" in card  # the taxonomy, from labels.py
+    assert all(f"| `{m.label}` | {m.category} | {m.name} | {m.definition} |" in card for m in MAST_MODES)
+
+
+def test_rule_mast_labels_on_real_records_carry_their_provenance_and_evidence(rows):
+    judged = {f"mast:{r.mode}" for r in MAST_RULES}
+    for record in rows:
+        assert rules(record)["provenance"] == "rule:coord_bench.rules@rules-v2"
+        assert rules(record)["label_schema_version"] == LABEL_SCHEMA_VERSION
+        labels = record["annotations"]["coordination"]["labels"]
+        assert {lb["name"] for lb in labels} <= judged and len(labels) == len({lb["name"] for lb in labels})
+        turns = {t["index"] for t in record["turns"]}
+        for label in labels:
+            assert label["provenance"] == "rule:coord_bench.rules@rules-v2" and label["value"] in ("yes", "no")
+            assert label["value"] == "no" or (label["turn_index"] in turns and label["reason"])
+        if record["source"] != "debate":  # no solutions, flags or decision: only the repetition rule applies
+            assert {lb["name"] for lb in labels} <= {"mast:1.3"}
+    debate = [lb for r in by_source(rows, "debate") for lb in r["annotations"]["coordination"]["labels"]]
+    assert {lb["name"] for lb in debate} >= {"mast:3.1", "mast:3.3"}
+    assert any(lb["name"] == "mast:3.3" and lb["value"] == "yes" for lb in debate)  # a real collapse is in the data
 
 
 def test_debate_success_is_answer_correct_else_decision_success(rows):

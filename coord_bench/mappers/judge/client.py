@@ -42,7 +42,7 @@ import httpx
 MODES = ("json_schema", "json_object", "tool", "prompt")
 TOOL_NAME = "submit_judgement"
 # the keywords every strict structured-output implementation accepts; bounds are checked locally anyway
-STRICT_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "description"}
+STRICT_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "description", "anyOf"}
 
 
 class JudgeError(Exception):
@@ -158,7 +158,9 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
     typed enum is compiled as a plain string) and small integer ranges as enums (ranges are not enforced);
     maxLength stays, as it bounds the generation."""
     schema = {
-        k: v for k, v in copy.deepcopy(schema).items() if k not in ("$schema", "$id", "title", "x-schema-version")
+        k: v
+        for k, v in copy.deepcopy(schema).items()
+        if k not in ("$schema", "$id", "title") and not k.startswith("x-")
     }
 
     def walk(node: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from coord_bench.mappers.judge.client import MODES
 from coord_bench.mappers.judge.prompt import PROMPT_VERSION
+from coord_bench.mappers.judge.tasks import COORDINATION, FAILURE_MODES, TASKS
 
 RUN_OPTIONS = ("enabled", "raise_budget")  # how to run, not what to judge: never recorded in the manifest
 
@@ -23,6 +24,7 @@ class JudgeConfig:
     base_url: str = "https://openrouter.ai/api/v1"
     api_key_env: str = "OPENROUTER_API_KEY"
     models: tuple[str, ...] = ("openai/gpt-4o-mini",)
+    tasks: tuple[str, ...] = (COORDINATION,)  # what to ask: coordination scores and/or MAST failure_modes
     prompt_version: str = PROMPT_VERSION
     mode: str = "auto"
     max_calls: int = 100
@@ -69,12 +71,19 @@ class JudgeConfig:
             )
         if not config.models:
             raise JudgeConfigError("annotations.judge.models: name at least one judge model")
+        unknown_tasks = [t for t in config.tasks if t not in TASKS]
+        if unknown_tasks or not config.tasks:
+            raise JudgeConfigError(
+                f"annotations.judge.tasks: expected a list of {', '.join(TASKS)}, got {list(config.tasks)!r}"
+            )
         return config
 
     @property
-    def orders_per_row(self) -> int:
-        """Requests per sampled pairwise conversation and model: two when judged in both orders."""
-        return 2 if self.both_orders else 1
+    def requests_per_row(self) -> int:
+        """Requests per sampled pairwise conversation and model: the coordination verdict (two when judged in
+        both orders) and the failure modes (one, in the stored order)."""
+        coordination = (2 if self.both_orders else 1) if COORDINATION in self.tasks else 0
+        return coordination + (FAILURE_MODES in self.tasks)
 
 
 def _typed(name: str, value: Any, default: Any) -> Any:
@@ -86,11 +95,11 @@ def _typed(name: str, value: Any, default: Any) -> Any:
             f"annotations.judge.{name}: expected {expected}, found {type(value).__name__} {value!r}"
         )
 
-    if name == "models":
-        models = [value] if isinstance(value, str) else value
-        if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models):
-            raise refuse("a list of model names")
-        return tuple(dict.fromkeys(models))
+    if name in ("models", "tasks"):
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)) or not all(isinstance(m, str) for m in names):
+            raise refuse(f"a list of {'model' if name == 'models' else 'task'} names")
+        return tuple(dict.fromkeys(names))
     if name == "prices":
         if not isinstance(value, dict):
             raise refuse("{model: {prompt: USD_PER_1M, completion: USD_PER_1M}}")

@@ -2,10 +2,14 @@
 
 ``prepare(corpus)`` draws the sample (``sampling.py``), renders each sampled conversation (``prompt.py``)
 and judges it with every model in ``models`` (twice, A/B swapped, for pairwise conversations with
-``both_orders``) through the runner (``runner.py``: concurrency, cache, budget, retries). ``apply(batch)``
-writes ``annotations.coordination.judges`` (one entry per model, with its provenance, ``results.py``) and
-``annotations.coordination.consensus`` into every record; rows outside the sample get status
-``not_sampled``, sampled rows the budget could not reach ``over_budget``.
+``both_orders``) through the runner (``runner.py``: concurrency, cache, budget, retries), once per task of
+``tasks`` (``tasks.py``). ``apply(batch)`` writes, for the ``coordination`` task,
+``annotations.coordination.judges`` (one entry per model, with its provenance, ``results.py``) and
+``annotations.coordination.consensus`` into every record (rows outside the sample get status
+``not_sampled``, sampled rows the budget could not reach ``over_budget``); for the ``failure_modes`` task
+(``failure_modes.py``), the ``mast:<id>`` and ``who_when`` items of ``annotations.coordination.labels`` of the
+sampled rows (value null with the reason when the judgement did not come back), replacing earlier ``llm:``
+labels and keeping the rules' and the humans'. Both tasks share the sample, the cache and the budget.
 
 Budget: with ``folder`` (a build) the caps are that folder's, kept in a ledger on disk across runs, crashes and
 processes (see ``budget.py``); a rerun spends only what earlier runs left.
@@ -18,17 +22,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from coord_bench.labels import MAST_MODES, MAST_VERSION, WHO_WHEN, coordination_of, with_labels
 from coord_bench.mappers.judge import agreement as stats
-from coord_bench.mappers.judge import results
+from coord_bench.mappers.judge import failure_modes, results
 from coord_bench.mappers.judge.cache import request_key
 from coord_bench.mappers.judge.client import public_url
 from coord_bench.mappers.judge.config import RUN_OPTIONS, JudgeConfig
 from coord_bench.mappers.judge.prompt import PROMPT_VERSION, Prompt, build_prompt, output_schema_version
 from coord_bench.mappers.judge.runner import Job, JudgeRunner, Result, run_sync
 from coord_bench.mappers.judge.sampling import stratified_sample, stratum_of
+from coord_bench.mappers.judge.tasks import COORDINATION, FAILURE_MODES, TASKS
 from coord_bench.mappers.layer import Layer, LayerContext
 
-COLUMNS = ["id", "source", "source_config", "protocol", "outcome", "task", "agents", "turns"]
+COLUMNS = ["id", "source", "source_config", "protocol", "outcome", "task", "agents", "turns", "annotations"]
+# annotations: the rules' success, where a labelled build has it, marks a failed conversation (failure_modes)
 
 
 class JudgeMapper(Layer):
@@ -57,8 +64,9 @@ class JudgeMapper(Layer):
         self.schema_version = output_schema_version()
         self.design: dict[str, Any] | None = None
         self.jobs: list[Job] = []
-        self.results: dict[tuple[str, str, int], Result] = {}
+        self.results: dict[tuple[str, str, str, int], Result] = {}
         self.entries: dict[str, dict[str, dict[str, Any]]] = {}  # row id -> model -> judge entry
+        self.labels: dict[str, list[dict[str, Any]]] = {}  # row id -> failure-mode labels
         self.truth: dict[str, dict[str, Any]] = {}  # row id -> native outcome, for ground-truth agreement
         self._elapsed = 0.0
 
@@ -76,7 +84,7 @@ class JudgeMapper(Layer):
     def sample_size(self) -> int:
         if self.config.sample_size is not None:
             return self.config.sample_size
-        return self.config.max_calls // (len(self.models) * self.config.orders_per_row)
+        return self.config.max_calls // (len(self.models) * self.config.requests_per_row)
 
     def plan(self, corpus: Any) -> None:
         """Draw the sample and render the prompts of the sampled conversations (no request is sent)."""
@@ -92,30 +100,38 @@ class JudgeMapper(Layer):
                 }
         order, self.design = stratified_sample(rows, self.sample_size(), self.config.sample_seed)
         position = {row_id: i for i, row_id in enumerate(order)}
-        prompts: dict[str, list[Prompt]] = {}
-        encoding = self.runner.encoding
+        prompts: dict[str, dict[str, list[Prompt]]] = {}
+        encoding, budget = self.runner.encoding, self.config.prompt_token_budget
         for batch in corpus.batches(columns=COLUMNS):
             for record in batch:
                 if record["id"] in position:
-                    prompts[record["id"]] = [
-                        build_prompt(record, encoding, self.config.prompt_token_budget, swapped=bool(o))
-                        for o in self.orders(record)
-                    ]
-        schema, request_params = self.runner.schema, self.runner.request_params
+                    prompts[record["id"]] = {
+                        COORDINATION: [
+                            build_prompt(record, encoding, budget, swapped=bool(o)) for o in self.orders(record)
+                        ],
+                        FAILURE_MODES: [failure_modes.build_prompt(record, encoding, budget)],
+                    }
+        request_params = self.runner.request_params
         self.jobs = []
         for row_id in order:
             for model in self.models:
-                for order_index, prompt in enumerate(prompts[row_id]):
-                    key = request_key(model, PROMPT_VERSION, schema, prompt.messages, request_params)
-                    self.jobs.append(Job(row_id, model, order_index, prompt, key))
-        self.counters.truncated_prompts = sum(1 for j in self.jobs if j.prompt.truncated and j.order == 0)
+                for task in self.config.tasks:
+                    version, schema = TASKS[task].prompt_version, self.runner.schemas[task]
+                    for order_index, prompt in enumerate(prompts[row_id][task]):
+                        key = request_key(model, version, schema, prompt.messages, request_params)
+                        self.jobs.append(Job(row_id, model, order_index, prompt, key, task))
+        first = self.config.tasks[0]  # every task renders the same transcript: count a row and model once
+        self.counters.truncated_prompts = sum(
+            1 for j in self.jobs if j.prompt.truncated and j.order == 0 and j.task == first
+        )
 
     def estimate(self) -> dict[str, Any]:
         """What judging the planned sample would send and cost at most (cached judgements cost nothing)."""
         runner = self.runner
         to_send = [j for j in self.jobs if not runner.cache.has(j.key)]
-        prompt_tokens = sum(runner.estimate_tokens(j.prompt.messages) for j in to_send)
-        cost = sum(runner.estimate_cost(j.model, runner.estimate_tokens(j.prompt.messages)) for j in to_send)
+        tokens = {id(j): runner.estimate_tokens(j.prompt.messages, j.task) for j in to_send}
+        prompt_tokens = sum(tokens.values())
+        cost = sum(runner.estimate_cost(j.model, tokens[id(j)]) for j in to_send)
         return {
             "rows_sampled": self.design["size"] if self.design else 0,
             "rows_total": self.design["population"] if self.design else 0,
@@ -140,24 +156,47 @@ class JudgeMapper(Layer):
         self.results = run_sync(self.runner.run(self.jobs))
         self._elapsed = time.monotonic() - started
         self.entries = results.entries_by_row(self.jobs, self.results, self.schema_version)
+        self.labels = results.labels_by_row(self.jobs, self.results)
 
     def apply(self, batch: list[dict[str, Any]]) -> None:
         for record in batch:
+            coordination = coordination_of(record["annotations"])
+            if FAILURE_MODES in self.config.tasks:
+                with_labels(coordination, "llm:", self.labels.get(record["id"], []))
+            if COORDINATION not in self.config.tasks:
+                continue  # the coordination verdicts of an earlier run, if any, stay
             by_model = self.entries.get(record["id"])
             sampled = by_model is not None
             if by_model is None:
                 reason = f"outside the judge's stratified sample (seed {self.config.sample_seed})"
                 by_model = {m: results.not_sampled_entry(m, self.schema_version, reason) for m in self.models}
             entries = [by_model[m] for m in self.models]
-            annotations = record["annotations"]
-            coordination = annotations.get("coordination") or {"rules": None, "judges": [], "consensus": None}
             coordination["judges"] = entries
             coordination["consensus"] = results.consensus(
                 record, entries, sampled, self.design, self.config.success_threshold
             )
-            annotations["coordination"] = coordination
 
     # -- report ----------------------------------------------------------------------------------------------
+
+    def failure_mode_counts(self) -> dict[str, Any]:
+        """The failure-mode task in numbers: judgements by status, and per mode how often each value came back."""
+        jobs = [j for j in self.jobs if j.task == FAILURE_MODES]
+        statuses = Counter(self.results[j.row_id, j.model, j.task, j.order].status for j in jobs)
+        values = {m.label: Counter() for m in MAST_MODES}
+        for labels in self.labels.values():
+            for label in labels:
+                if label["name"] in values and label["value"] is not None:
+                    values[label["name"]][label["value"]] += 1
+        return {
+            "taxonomy": MAST_VERSION,
+            "judgements": dict(sorted(statuses.items())),
+            "failed_conversations_asked_for_attribution": sum(j.prompt.failed for j in jobs),
+            "attributions": sum(
+                lb["name"] == WHO_WHEN and lb["value"] is not None for v in self.labels.values() for lb in v
+            ),
+            "attributions_dropped_not_failed": self.counters.attributions_dropped,
+            "values": {name: dict(sorted(counts.items())) for name, counts in values.items()},
+        }
 
     def recorded_params(self) -> dict[str, Any]:
         """The parameters as given, as the manifest and the recipe record them: base_url in its public form."""
@@ -180,6 +219,14 @@ class JudgeMapper(Layer):
             "api_key_env": self.config.api_key_env,
             "prompt_version": PROMPT_VERSION,
             "schema_version": self.schema_version,
+            "tasks": {
+                task: {
+                    "prompt_version": TASKS[task].prompt_version,
+                    "prompt_sha256": TASKS[task].template_sha256[:12],
+                    "schema_version": TASKS[task].schema_version,
+                }
+                for task in self.config.tasks
+            },
             "structured_output_mode": self.runner.mode,
             "sample": self.design,
             "requests": {
@@ -208,6 +255,7 @@ class JudgeMapper(Layer):
             },
             "wall_seconds": round(self._elapsed, 2),
             "events_dropped_out_of_range": c.events_dropped,
+            **({"failure_modes": self.failure_mode_counts()} if FAILURE_MODES in self.config.tasks else {}),
             "prompts_truncated": c.truncated_prompts,
             "failure_reasons": dict(c.failure_reasons.most_common(5)),
             "agreement": {

@@ -15,7 +15,8 @@ budget covers the header (task) and the line prefixes too; two turns at the mini
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from coord_bench.schema import load_schema
@@ -82,6 +83,12 @@ def output_schema() -> dict[str, Any]:
     return load_schema(OUTPUT_SCHEMA_FILE)
 
 
+def template_sha256(*parts: Any) -> str:
+    """sha256 of a prompt's fixed text (system prompt, instructions, guides, re-ask): the ``llm:`` provenance
+    of its labels changes whenever a word of the prompt does, even if its version name was not bumped."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def output_schema_version() -> str:
     return output_schema()["x-schema-version"]
 
@@ -107,6 +114,9 @@ class Prompt:
     swapped: bool
     conversation_tokens: int
     truncated: bool
+    task: str = "coordination"  # which judge task asked it: coordination or failure_modes (tasks.py)
+    agents: dict[str, str] = field(default_factory=dict)  # transcript label -> agent_id
+    failed: bool = False  # failure_modes: the conversation failed, so an attribution is asked for
 
 
 def _neutralize(text: str) -> str:
@@ -114,7 +124,8 @@ def _neutralize(text: str) -> str:
     return text.replace("<<<", "< < <").replace(">>>", "> > >")
 
 
-def _labels(record: dict[str, Any], swapped: bool) -> dict[str, str]:
+def agent_labels(record: dict[str, Any], swapped: bool = False) -> dict[str, str]:
+    """agent_id -> the label the transcript shows for it (arena: A and B, never a model name)."""
     if record["protocol"]["interaction"] == "pairwise_comparison":
         a, b = ("B", "A") if swapped else ("A", "B")
         return {"model_a": a, "model_b": b, "user": "user"}
@@ -155,7 +166,7 @@ def render_conversation(
     record: dict[str, Any], encoding: Any, token_budget: int, swapped: bool = False
 ) -> tuple[str, int, bool]:
     """The conversation as text within ``token_budget`` tokens: (text, tokens, truncated)."""
-    labels = _labels(record, swapped)
+    labels = agent_labels(record, swapped)
     task = record["task"]
     header = [f"conversation id: {record['id']}", f"kind: {record['protocol']['interaction']}"]
     min_cap = max(4, min(MIN_CAP, token_budget // 20))
@@ -212,6 +223,22 @@ def render_conversation(
     return text, len(encoding.encode_ordinary(text)), bool(omitted or cap is not None)
 
 
+def check_output(output: dict[str, Any], prompt: Prompt) -> tuple[dict[str, Any] | None, str | None, int]:
+    """A schema-valid coordination verdict for its conversation: (output, error, events dropped). Events on a
+    turn the conversation does not have are dropped; a swapped preference is turned back to the stored order."""
+    events = [e for e in output["events"] if e["turn_index"] in prompt.turn_indexes]
+    dropped = len(output["events"]) - len(events)
+    output["events"] = events
+    if not prompt.pairwise:
+        output["preferred"] = None
+    elif prompt.swapped and output["preferred"] in ("A", "B"):
+        output["preferred"] = {"A": "B", "B": "A"}[output["preferred"]]  # back to the stored order
+    return output, None, dropped
+
+
+TEMPLATE_SHA256 = template_sha256(SYSTEM_PROMPT, INSTRUCTIONS, GUIDES, GENERIC_GUIDE, REASK)
+
+
 def build_prompt(record: dict[str, Any], encoding: Any, token_budget: int, swapped: bool = False) -> Prompt:
     """System + user messages for one conversation (order ``swapped`` exchanges the A/B labels)."""
     conversation, tokens, truncated = render_conversation(record, encoding, token_budget, swapped)
@@ -234,6 +261,7 @@ def build_prompt(record: dict[str, Any], encoding: Any, token_budget: int, swapp
         swapped=swapped,
         conversation_tokens=tokens,
         truncated=truncated,
+        agents={label: agent_id for agent_id, label in agent_labels(record, swapped).items()},
     )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from coord_bench.labels import LABEL_SCHEMA_VERSION, MAST_MODES, WHO_WHEN, llm_provenance, make_label
 from coord_bench.mappers.judge import agreement as stats
-from coord_bench.mappers.judge.prompt import PROMPT_VERSION
+from coord_bench.mappers.judge.prompt import PROMPT_VERSION, TEMPLATE_SHA256
 from coord_bench.mappers.judge.runner import Job, Result
 from coord_bench.mappers.judge.sampling import sample_weight, stratum_of
+from coord_bench.mappers.judge.tasks import COORDINATION, FAILURE_MODES, TASKS
 
 
 def blank_entry(model: str, schema_version: str) -> dict[str, Any]:
@@ -21,6 +23,8 @@ def blank_entry(model: str, schema_version: str) -> dict[str, Any]:
         "model": model,
         "prompt_version": PROMPT_VERSION,
         "schema_version": schema_version,
+        "provenance": llm_provenance(model, TEMPLATE_SHA256),
+        "label_schema_version": LABEL_SCHEMA_VERSION,
         "status": None,
         "reason": None,
         "success_score": None,
@@ -30,6 +34,7 @@ def blank_entry(model: str, schema_version: str) -> dict[str, Any]:
         "events": [],
         "rationale": None,
         "position_consistent": None,
+        "confidence": None,
         "output_mode": None,
         "calls": None,
         "cached": None,
@@ -70,6 +75,7 @@ def judge_entry(model: str, schema_version: str, results: list[Result]) -> dict[
     if len(ok) == 2:
         consistent = ok[0].output["preferred"] == ok[1].output["preferred"]
         entry["position_consistent"] = consistent
+        entry["confidence"] = 1.0 if consistent else 0.5  # share of the two orders agreeing with the majority
         entry["preferred"] = first["preferred"] if consistent else "tie"
     elif len(results) == 2:
         other = next(r for r in results if r.status != "ok")
@@ -78,16 +84,53 @@ def judge_entry(model: str, schema_version: str, results: list[Result]) -> dict[
 
 
 def entries_by_row(
-    jobs: list[Job], results: dict[tuple[str, str, int], Result], schema_version: str
+    jobs: list[Job], results: dict[tuple[str, str, str, int], Result], schema_version: str
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Row id -> model -> entry, for every planned job."""
+    """Row id -> model -> entry, for every planned coordination job."""
     grouped: dict[tuple[str, str], list[Result]] = {}
     for job in jobs:
-        grouped.setdefault((job.row_id, job.model), []).append(results[job.row_id, job.model, job.order])
+        if job.task == COORDINATION:
+            key = job.row_id, job.model, job.task, job.order
+            grouped.setdefault((job.row_id, job.model), []).append(results[key])
     entries: dict[str, dict[str, dict[str, Any]]] = {}
     for (row_id, model), row_results in grouped.items():
         entries.setdefault(row_id, {})[model] = judge_entry(model, schema_version, row_results)
     return entries
+
+
+def failure_mode_labels(job: Job, result: Result) -> list[dict[str, Any]]:
+    """The ``mast:<id>`` labels (and the ``who_when`` of a failed conversation) of one failure-mode judgement;
+    a judgement that did not come back gives the same labels with value null and the reason."""
+    provenance = llm_provenance(job.model, TASKS[FAILURE_MODES].template_sha256)
+    if result.status != "ok":
+        why = f"{result.status}: {result.reason}"
+        labels = [make_label(m.label, None, provenance, reason=why) for m in MAST_MODES]
+        return labels + ([make_label(WHO_WHEN, None, provenance, reason=why)] if job.prompt.failed else [])
+    output = result.output
+    labels = [make_label(m.label, output["modes"][m.id], provenance) for m in MAST_MODES]
+    blame = output["attribution"]
+    if blame is not None:
+        labels.append(
+            make_label(
+                WHO_WHEN,
+                blame["agent_id"],
+                provenance,
+                turn_index=blame["turn_index"],
+                agent_id=blame["agent_id"],
+                reason=blame["reason"],
+            )
+        )
+    return labels
+
+
+def labels_by_row(jobs: list[Job], results: dict[tuple[str, str, str, int], Result]) -> dict[str, list[dict]]:
+    """Row id -> the failure-mode labels of every model that judged it."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        if job.task == FAILURE_MODES:
+            result = results[job.row_id, job.model, job.task, job.order]
+            out.setdefault(job.row_id, []).extend(failure_mode_labels(job, result))
+    return out
 
 
 def consensus(

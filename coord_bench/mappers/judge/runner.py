@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -49,7 +50,8 @@ from coord_bench.mappers.judge.client import (
     public_url,
 )
 from coord_bench.mappers.judge.config import JudgeConfig, JudgeConfigError
-from coord_bench.mappers.judge.prompt import PROMPT_VERSION, Prompt, output_schema, reask_messages
+from coord_bench.mappers.judge.prompt import Prompt, reask_messages
+from coord_bench.mappers.judge.tasks import COORDINATION, TASKS
 from coord_bench.schema import validator
 
 TRANSPORT_FAILURE = "transport"
@@ -62,6 +64,7 @@ class Job:
     order: int  # 0: as stored; 1: A and B swapped
     prompt: Prompt
     key: str
+    task: str = COORDINATION
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Counters:
     completion_tokens: int = 0
     reconciled: int = 0  # requests whose cost came from the server's usage.cost
     events_dropped: int = 0
+    attributions_dropped: int = 0
     truncated_prompts: int = 0
     failure_reasons: Counter = field(default_factory=Counter)
 
@@ -121,10 +125,11 @@ def default_cache_path(cache_dir: str | None) -> Path:
     return (Path(cache_dir) if cache_dir else default_cache_dir() / "judge") / "judge_cache.sqlite"
 
 
-def parse_output(text: str | None, prompt: Prompt) -> tuple[dict[str, Any] | None, str | None, int]:
-    """(output, error, events dropped): the reply parsed and checked against the output schema."""
+def read_reply(text: str | None, prompt: Prompt) -> tuple[dict[str, Any] | None, str | None]:
+    """(the reply's JSON object as the model wrote it, error): parsed and checked against the output schema
+    of the prompt's task."""
     if not text or not text.strip():
-        return None, "the reply is empty", 0
+        return None, "the reply is empty"
     body = text.strip()
     fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", body, re.DOTALL)
     if fenced:
@@ -134,19 +139,21 @@ def parse_output(text: str | None, prompt: Prompt) -> tuple[dict[str, Any] | Non
     try:
         output = json.loads(body)
     except ValueError as err:
-        return None, f"not JSON ({err})", 0
-    errors = sorted(validator("judge_output.schema.json").iter_errors(output), key=lambda e: list(e.absolute_path))
+        return None, f"not JSON ({err})"
+    errors = sorted(validator(TASKS[prompt.task].schema_file).iter_errors(output), key=lambda e: list(e.absolute_path))
     if errors:
         where = lambda e: "/".join(map(str, e.absolute_path)) or "<reply>"  # noqa: E731
-        return None, "; ".join(f"{where(e)}: {e.message[:120]}" for e in errors[:3]), 0
-    events = [e for e in output["events"] if e["turn_index"] in prompt.turn_indexes]
-    dropped = len(output["events"]) - len(events)
-    output["events"] = events
-    if not prompt.pairwise:
-        output["preferred"] = None
-    elif prompt.swapped and output["preferred"] in ("A", "B"):
-        output["preferred"] = {"A": "B", "B": "A"}[output["preferred"]]  # back to the stored order
-    return output, None, dropped
+        return None, "; ".join(f"{where(e)}: {e.message[:120]}" for e in errors[:3])
+    return output, None
+
+
+def parse_output(text: str | None, prompt: Prompt) -> tuple[dict[str, Any] | None, str | None, int]:
+    """(output, error, items dropped): the reply read (``read_reply``) and checked against its conversation by
+    its task (out-of-range events dropped, a swapped preference turned back, an attribution checked)."""
+    raw, error = read_reply(text, prompt)
+    if raw is None:
+        return None, error, 0
+    return TASKS[prompt.task].check(copy.deepcopy(raw), prompt)
 
 
 class JudgeRunner:
@@ -168,7 +175,7 @@ class JudgeRunner:
                 f"refusing to send the API key from ${config.api_key_env} over plain http to {self.public_url}: "
                 "use an https:// base_url (plain http is allowed only to a loopback server: 127.0.0.1, localhost, ::1)"
             )
-        self.schema = output_schema()
+        self.schemas = {name: task.schema for name, task in TASKS.items()}
         self.request_params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
         cache_path = default_cache_path(config.cache_dir)
         self.cache = JudgeCache(cache_path)
@@ -196,7 +203,7 @@ class JudgeRunner:
         self._pause_until = 0.0
         self._encoding = None
         self._estimates: dict[str, int] = {}
-        self._schema_tokens: int | None = None
+        self._schema_tokens: dict[str, int] = {}
 
     @property
     def encoding(self) -> Any:
@@ -206,12 +213,12 @@ class JudgeRunner:
             self._encoding = load_encoding()[0]
         return self._encoding
 
-    def estimate_tokens(self, messages: list[dict[str, str]]) -> int:
-        key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+    def estimate_tokens(self, messages: list[dict[str, str]], task: str = COORDINATION) -> int:
+        key = hashlib.sha256(json.dumps([task, messages], sort_keys=True).encode()).hexdigest()
         if key not in self._estimates:  # retries resend the same messages: count them once
-            if self._schema_tokens is None:
-                self._schema_tokens = len(self.encoding.encode_ordinary(json.dumps(self.schema)))
-            self._estimates[key] = estimate_prompt_tokens(self.encoding, messages, self._schema_tokens)
+            if task not in self._schema_tokens:
+                self._schema_tokens[task] = len(self.encoding.encode_ordinary(json.dumps(self.schemas[task])))
+            self._estimates[key] = estimate_prompt_tokens(self.encoding, messages, self._schema_tokens[task])
         return self._estimates[key]
 
     def estimate_cost(self, model: str, prompt_tokens: int) -> float:
@@ -256,12 +263,12 @@ class JudgeRunner:
                     f"annotations.judge.prices: {{{model}: {{prompt: USD_PER_1M, completion: USD_PER_1M}}}}"
                 )
 
-    async def run(self, jobs: list[Job]) -> dict[tuple[str, str, int], Result]:
-        """Every job's result, keyed by (row id, model, order)."""
+    async def run(self, jobs: list[Job]) -> dict[tuple[str, str, str, int], Result]:
+        """Every job's result, keyed by (row id, model, task, order)."""
         import httpx
 
         p = self.config
-        results: dict[tuple[str, str, int], Result] = {}
+        results: dict[tuple[str, str, str, int], Result] = {}
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         tls = ssl.create_default_context()  # one TLS context for all clients (each costs ~20 ms to load)
         async with contextlib.AsyncExitStack() as stack:
@@ -282,7 +289,7 @@ class JudgeRunner:
                         result = await self._judge(job, client, semaphore)
                     except Exception as err:  # a bug must not lose the build: record it on the row
                         result = Result("failed", f"internal error: {type(err).__name__}: {client.redact(str(err))}")
-                    results[job.row_id, job.model, job.order] = result
+                    results[job.row_id, job.model, job.task, job.order] = result
                     self._count(result)
                     bar.update()
                     bar.set_postfix_str(
@@ -343,7 +350,7 @@ class JudgeRunner:
             if self.abort_reason:
                 return Result("failed", self.abort_reason, calls=calls, cost_usd=cost, kind="aborted")
             await self._wait_pause()
-            prompt_tokens = self.estimate_tokens(messages)
+            prompt_tokens = self.estimate_tokens(messages, job.task)
             estimate = self.estimate_cost(job.model, prompt_tokens)
             reservation = self.budget.reserve(estimate)
             while reservation is None and self.budget.refused_on == "cost" and self.budget.reserved > 1e-12:
@@ -362,7 +369,7 @@ class JudgeRunner:
             mode = self.mode
             try:
                 try:
-                    reply = await client.send(mode, job.model, messages, self.schema, self.request_params)
+                    reply = await client.send(mode, job.model, messages, self.schemas[job.task], self.request_params)
                 except ModeRejected as err:
                     self.budget.settle(reservation, 0.0, "failed")
                     self.counters.mode_probes += 1
@@ -403,17 +410,20 @@ class JudgeRunner:
             cost += self.budget.settle(reservation, charged)
             self.counters.prompt_tokens += reply.prompt_tokens or 0
             self.counters.completion_tokens += reply.completion_tokens or 0
-            output, error, dropped = parse_output(reply.text, job.prompt)
+            raw, error = read_reply(reply.text, job.prompt)
+            output, dropped = None, 0
+            if raw is not None:
+                output, error, dropped = TASKS[job.task].check(copy.deepcopy(raw), job.prompt)
             if output is not None:
-                self.counters.events_dropped += dropped
-                stored = dict(output)
-                if job.prompt.swapped and stored["preferred"] in ("A", "B"):  # cache what the model said
-                    stored["preferred"] = {"A": "B", "B": "A"}[stored["preferred"]]
+                if job.task == COORDINATION:
+                    self.counters.events_dropped += dropped
+                else:
+                    self.counters.attributions_dropped += dropped
                 self.cache.put(
                     job.key,
                     job.model,
-                    PROMPT_VERSION,
-                    stored,
+                    TASKS[job.task].prompt_version,
+                    raw,  # what the model said: the check runs again on a cache hit
                     cost,
                     reply.prompt_tokens,
                     reply.completion_tokens,
