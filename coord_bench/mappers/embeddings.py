@@ -98,6 +98,7 @@ class Embedder:
         self._choices = backends.ChoiceStore(self.cache_root)
         self.choice: Choice | None = None  # decided at the first key or encoding (see ``resolve``)
         self._model = None
+        self._torch_model = None  # the fp32 SentenceTransformer, loaded once for the backend checks and the load
         self.distinct: set[str] = set()  # keys of the distinct texts asked for
         self.encoded = 0  # texts this instance actually encoded (cache misses)
 
@@ -114,6 +115,7 @@ class Embedder:
 
     def _decide(self) -> Choice:
         device = pick_device(self.requested_device)
+        backend, backend_reason, backend_fallback = self._backend(device)
         precision, native = self.requested["precision"], backends.native_bf16(device)
         if precision != "auto":
             verdict = Choice("", precision, f"{precision}: set in the recipe")
@@ -123,22 +125,52 @@ class Embedder:
             verdict = Choice("", "fp32", f"fp32: no native bf16 on {device}")
         else:
             texts, probe_model, stored = backends.probe()
-            fp32 = stored if probe_model == self.model_id else self._encode_at("fp32", texts)
-            verdict = backends.probe_verdict(self._encode_at("bf16", texts), fp32, native)
+            fp32 = stored if probe_model == self.model_id else self._encode_at("torch", "fp32", texts)
+            verdict = backends.probe_verdict(self._encode_at(backend, "bf16", texts), fp32, native)
             if verdict.precision != "bf16":
                 self._model = None  # reload at fp32
-        return Choice("torch", verdict.precision, verdict.reason, verdict.fallback)
+        reason = f"{backend_reason}; {verdict.reason}"
+        return Choice(backend, verdict.precision, reason, verdict.fallback or backend_fallback)
 
-    def _encode_at(self, precision: str, texts: list[str]) -> np.ndarray:
-        self._load(precision)
+    def _backend(self, device: str) -> tuple[str, str, bool]:
+        """The backend for ``device``, why, and whether it is a fallback from the one asked for."""
+        asked = self.requested["backend"]
+        if asked == "torch":
+            return "torch", "torch: set in the recipe", False
+        version = backends.openvino_version()
+        why_not = None
+        if not device.startswith("cpu"):
+            why_not = f"OpenVINO runs on the CPU here, the device is {device}"
+        elif version is None:
+            why_not = "OpenVINO is not installed (pip install 'coord_bench[openvino]')"
+        else:
+            from coord_bench.mappers import embedding_openvino
+
+            why_not = embedding_openvino.unsupported(self._sentence_transformer())
+        if why_not:
+            return "torch", f"torch: {why_not}", asked == "openvino"
+        return "openvino", f"openvino {version} {'installed' if asked == 'auto' else 'set in the recipe'}", False
+
+    def _encode_at(self, backend: str, precision: str, texts: list[str]) -> np.ndarray:
+        self._load(backend, precision)
         return self.encode(texts)
 
-    def _load(self, precision: str) -> None:
+    def _sentence_transformer(self):
         from sentence_transformers import SentenceTransformer
 
         self.device = pick_device(self.requested_device)
-        model = SentenceTransformer(_model_path(self.model_name), device=self.device)
-        if precision == "bf16":
+        if self._torch_model is None:
+            self._torch_model = SentenceTransformer(_model_path(self.model_name), device=self.device)
+        return self._torch_model
+
+    def _load(self, backend: str, precision: str) -> None:
+        model = self._sentence_transformer()
+        self._torch_model = None  # the next load starts from fresh fp32 weights
+        if backend == "openvino":
+            from coord_bench.mappers.embedding_openvino import OpenVINOModel
+
+            model = OpenVINOModel(model, self.cache_root / "openvino", precision)
+        elif precision == "bf16":
             import torch
 
             model.to(torch.bfloat16)
@@ -146,11 +178,11 @@ class Embedder:
 
     @property
     def model(self):
-        """The sentence-transformers model, at the chosen precision."""
+        """The sentence-transformers model at the chosen precision (``OpenVINOModel`` for openvino)."""
         if self._model is None:
             choice = self.resolve()  # deciding may load the model
             if self._model is None:
-                self._load(choice.precision)
+                self._load(choice.backend, choice.precision)
         return self._model
 
     @property
@@ -270,7 +302,7 @@ class EmbeddingsConfig:
     model: str = BUNDLED_MODEL  # a sentence-transformers model (the bundled MiniLM loads offline)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     batch_size: int = 64
-    backend: str = "auto"  # auto or torch (auto is torch for now)
+    backend: str = "auto"  # auto (openvino where installed and the device is the CPU, else torch), torch, openvino
     precision: str = "auto"  # auto (bf16 where native and within tolerance, else fp32), fp32 or bf16
 
 
