@@ -82,10 +82,8 @@ def test_without_openvino_auto_takes_torch_bf16(tmp_path, native_cpu, no_openvin
 def test_openvino_asked_for_on_a_machine_without_it_falls_back_to_torch_in_one_line(tmp_path, no_openvino, capsys):
     embedder = Embedder(cache_dir=tmp_path, progress=False, backend="openvino", precision="fp32")
     choice = embedder.resolve()
-    assert choice == embedding_backends.Choice(
-        "torch", "fp32", "torch: OpenVINO is not installed (pip install 'coord_bench[openvino]'); fp32: set in the recipe",
-        fallback=True,
-    )  # fmt: skip
+    missing = "torch: OpenVINO is not installed (pip install 'coord_bench[openvino]')"
+    assert choice == embedding_backends.Choice("torch", "fp32", f"{missing}; fp32: set in the recipe", fallback=True)
     assert said(capsys) == [f"coord-bench: embeddings: {choice.reason}"]
     assert weights_dtype(embedder) == "torch.float32"
     assert embedder.key(TEXTS[0]) == legacy_key(embedder.model_id, TEXTS[0])
