@@ -21,6 +21,8 @@ from coord_bench.record import task_text
 from coord_bench.resources import default_cache_dir
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BATCH_CHARS = 2**20  # text in one model batch: DEBATE texts of 100 KB would make 64 of them 25,000 windows
+PENDING_CHARS = 8 * 2**20  # text gathered by ``EmbeddingsMapper.prepare`` before it encodes what is new
 
 
 def text_key(model_id: str, text: str) -> str:
@@ -204,7 +206,8 @@ class Embedder:
     def ensure(self, texts: Iterable[str]) -> int:
         """Encode every distinct text not yet in the cache; return how many were encoded.
 
-        The texts are cut into batches of ``batch_size`` by a fixed order (length, then key) that does not
+        The texts are cut into batches of ``batch_size`` texts and at most ``BATCH_CHARS`` characters (one
+        long text is many windows) by a fixed order (length, then key) that does not
         depend on what the cache holds, and each batch is committed as soon as it is encoded. A build killed
         mid-way keeps all but the batch in flight, and its rerun encodes each missing text in the same batch
         as an uninterrupted build would: the model's float results depend on the batch, so its vectors (and
@@ -216,7 +219,7 @@ class Embedder:
         if not missing:
             return 0
         ordered = sorted(by_key.items(), key=lambda item: (len(item[1]), item[0]))
-        batches = [ordered[start : start + self.batch_size] for start in range(0, len(ordered), self.batch_size)]
+        batches = text_batches(ordered, self.batch_size, BATCH_CHARS)
         with tqdm(total=len(missing), desc="embedding", unit="text", disable=not self.progress) as bar:
             for batch in batches:
                 new = [key for key, _ in batch if key in missing]
@@ -249,6 +252,19 @@ class Embedder:
         np.add.at(out, owners, encoded * np.asarray(weights, dtype=np.float64)[:, None])
         out /= np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
         return out.astype(np.float32)
+
+
+def text_batches(ordered: list[tuple[str, str]], size: int, chars: int):
+    """Consecutive (key, text) runs of at most ``size`` items and ``chars`` characters (at least one item)."""
+    batch, used = [], 0
+    for item in ordered:
+        if batch and (len(batch) == size or used + len(item[1]) > chars):
+            yield batch
+            batch, used = [], 0
+        batch.append(item)
+        used += len(item[1])
+    if batch:
+        yield batch
 
 
 def windows(tokenizer, texts: list[str], window: int) -> tuple[list[str], list[int], list[int]]:
@@ -328,12 +344,15 @@ class EmbeddingsMapper(Layer):
 
     def prepare(self, corpus) -> None:
         pending: list[str] = []
+        size = 0
         for batch in corpus.batches():
             for record in batch:
-                pending += record_texts(record)
-            if len(pending) >= 4096:
+                texts = record_texts(record)
+                pending += texts
+                size += sum(map(len, texts))
+            if size >= PENDING_CHARS:  # bounded by characters, not rows: one DEBATE row holds up to 4 MB
                 self.embedder.ensure(pending)
-                pending = []
+                pending, size = [], 0
         self.embedder.ensure(pending)
 
     def apply(self, batch: list[dict]) -> None:

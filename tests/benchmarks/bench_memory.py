@@ -100,8 +100,10 @@ def main() -> None:
             counts = replicate(rows, size, tmp / f"in{size}")
             peak, manifest = build(tmp / f"in{size}", tmp / f"out{size}", cache, args.annotate)
             peaks[size] = peak / 1024
+            latents = (manifest["annotations"].get("latents") or {}).get("quality", {}).get("memory")
+            held = f"; latent arrays {latents['sequence_mb']} MB, spilled: {latents['spilled']}" if latents else ""
             print(f"{size} conversations {counts} -> {manifest['totals']['normalized']} built ({args.annotate}): "
-                  f"peak RSS {peaks[size]:.0f} MB")  # fmt: skip
+                  f"peak RSS {peaks[size]:.0f} MB{held}")  # fmt: skip
     if len(peaks) > 1:
         sizes = sorted(peaks)
         low, high = (sizes[1] if len(sizes) > 2 else sizes[0]), sizes[-1]
