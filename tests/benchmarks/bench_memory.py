@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,7 @@ def build(root: Path, out: Path, cache: Path, annotate: str) -> tuple[int, dict]
             "--set", f"annotations.judge.cache_dir={cache / 'judge'}"]  # fmt: skip
     for name in ("chatbot_arena", "debate", "multi_character_dialogue"):
         args += ["--source-dir", f"{name}={root / name}"]
-    env = {"COORD_BENCH_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
+    env = {"COORD_BENCH_CACHE": str(cache), "PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     done = subprocess.run([sys.executable, "-c", PEAK, *args], capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"build failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
