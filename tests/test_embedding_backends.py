@@ -180,3 +180,12 @@ def test_a_build_records_what_it_used_and_torch_fp32_keeps_the_old_keys(tmp_path
     assert len(texts) == used["distinct_texts"] and cache_keys(embedder) == {
         legacy_key(embedder.model_id, t) for t in texts
     }
+
+
+def test_openvino_cuts_long_batches_into_bounded_inferences_with_the_same_vectors(tmp_path):
+    model = Embedder(cache_dir=tmp_path, progress=False, backend="openvino", precision="fp32").model
+    texts = [f"{i} " + "word " * (100 + 25 * i) for i in range(6)]  # 100-225 word pieces each
+    whole = model.encode(texts, batch_size=64, normalize_embeddings=True)
+    model.tokens_per_infer = 300  # one text per inference at these lengths
+    np.testing.assert_allclose(model.encode(texts, batch_size=64, normalize_embeddings=True), whole, atol=1e-5)
+    assert np.linalg.norm(whole, axis=1) == pytest.approx(1.0, abs=1e-6)

@@ -24,6 +24,7 @@ import numpy as np
 from coord_bench.mappers.embedding_backends import openvino_version
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision -> OpenVINO's INFERENCE_PRECISION_HINT
+TOKENS_PER_INFER = 4096  # padded word pieces in one inference (16 windows of 256): bounds the runtime's buffers
 
 
 def unsupported(st_model) -> str | None:
@@ -90,6 +91,7 @@ class OpenVINOModel:
         self.compiled = ov.Core().compile_model(str(export(st_model, folder)), "CPU", config)
         self.inputs = {port.get_any_name() for port in self.compiled.inputs}
         self.request = self.compiled.create_infer_request()
+        self.tokens_per_infer = TOKENS_PER_INFER
 
     def get_embedding_dimension(self) -> int:
         return self.dimension
@@ -105,10 +107,14 @@ class OpenVINOModel:
                 [texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_seq_length,
                 return_tensors="np",
             )  # fmt: skip
-            hidden = self.request.infer({k: v for k, v in tokens.items() if k in self.inputs})[0]
-            mask = tokens["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1).clip(1e-9)
-            if self.normalized or normalize_embeddings:
-                pooled /= np.linalg.norm(pooled, axis=1, keepdims=True).clip(1e-12)
-            out[rows] = pooled
+            step = max(1, self.tokens_per_infer // tokens["input_ids"].shape[1])
+            for part in range(0, len(rows), step):
+                # the runtime keeps buffers for the largest input it has seen: 64 x 256 word pieces take 340 MB
+                piece = {k: v[part : part + step] for k, v in tokens.items() if k in self.inputs}
+                hidden = self.request.infer(piece)[0]  # the request's own buffer: pooled before the next call
+                mask = tokens["attention_mask"][part : part + step, :, None].astype(np.float32)
+                pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1).clip(1e-9)
+                if self.normalized or normalize_embeddings:
+                    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True).clip(1e-12)
+                out[rows[part : part + step]] = pooled
         return out
