@@ -187,6 +187,12 @@ class Embedder:
                 self._load(choice.backend, choice.precision)
         return self._model
 
+    def unload(self) -> None:
+        """Let the model go (torch weights or the compiled OpenVINO model, hundreds of MB) once the corpus pass
+        has cached every text: the later layers read vectors from the cache, and a text new to it loads the
+        model again at the decided backend and precision."""
+        self._model = None
+
     @property
     def dim(self) -> int:
         dimension = getattr(self.model, "get_embedding_dimension", None)  # sentence-transformers >= 6
@@ -354,6 +360,7 @@ class EmbeddingsMapper(Layer):
                 self.embedder.ensure(pending)
                 pending, size = [], 0
         self.embedder.ensure(pending)
+        self.embedder.unload()
 
     def apply(self, batch: list[dict]) -> None:
         """Nothing to write: the embeddings serve the latent and rule layers through the cache."""

@@ -102,7 +102,7 @@ class LatentsConfig:
     fit_split: str = "train"
     max_iter: int = 30  # EM iterations at most
     model_path: str | None = None  # apply this fitted artifact (path without .npz/.json) instead of fitting
-    memory_budget_mb: float = 64  # the conversations' arrays held in memory; past it see store.py / latents.md
+    memory_budget_mb: float = 32  # the conversations' arrays held in memory; past it see store.py / latents.md
 
     def __post_init__(self) -> None:
         self.method = ALIASES.get(self.method, self.method)
