@@ -212,9 +212,9 @@ class Embedder:
     def ensure(self, texts: Iterable[str]) -> int:
         """Encode every distinct text not yet in the cache; return how many were encoded.
 
-        The texts are cut into batches of ``batch_size`` texts and at most ``BATCH_CHARS`` characters (one
-        long text is many windows) by a fixed order (length, then key) that does not
-        depend on what the cache holds, and each batch is committed as soon as it is encoded. A build killed
+        The texts are cut into batches of ``batch_size`` texts and ``BATCH_CHARS`` characters at most (a long
+        text is many windows) by a fixed order (length, then key) that does not depend on what the cache
+        holds, and each batch is committed as soon as it is encoded. A build killed
         mid-way keeps all but the batch in flight, and its rerun encodes each missing text in the same batch
         as an uninterrupted build would: the model's float results depend on the batch, so its vectors (and
         the latent model fitted on them) come out bit-identical."""
