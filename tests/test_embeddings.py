@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from coord_bench.cli import main
-from coord_bench.mappers.embeddings import Embedder, EmbeddingCache
+from coord_bench.mappers.embeddings import Embedder, EmbeddingCache, text_batches
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,11 @@ def test_a_warm_rebuild_encodes_nothing(tmp_path, monkeypatch):
     warm = json.loads((tmp_path / "warm" / "build_manifest.json").read_text())["annotations"]["embeddings"]
     assert cold["texts_encoded"] == cold["distinct_texts"] > 100
     assert warm["texts_encoded"] == 0 and warm["texts_from_cache"] == cold["distinct_texts"]
+
+
+def test_model_batches_are_bounded_by_characters_as_well_as_by_count():
+    ordered = [(f"k{i}", "x" * n) for i, n in enumerate([10, 10, 10, 50, 300, 5000])]
+    batches = list(text_batches(ordered, size=2, chars=100))
+    assert [[key for key, _ in batch] for batch in batches] == [["k0", "k1"], ["k2", "k3"], ["k4"], ["k5"]]
+    assert [item for batch in batches for item in batch] == ordered  # every text once, in order
+    assert list(text_batches(ordered, size=64, chars=10**6)) == [ordered]

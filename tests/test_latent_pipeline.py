@@ -88,3 +88,30 @@ def test_refits_with_the_same_seed_are_identical(fitted, tmp_path, cache):
     out, manifest = fitted
     again = build(tmp_path / "again")
     assert again["annotations"]["latents"]["model_hash"] == manifest["annotations"]["latents"]["model_hash"]
+
+
+def test_past_the_memory_budget_the_arrays_spill_to_the_staging_folder_and_give_the_same_states(
+    fitted, tmp_path, cache
+):
+    out, _ = fitted
+    small = tmp_path / "small"
+    model = ["--latent-model", str(out / "artifacts" / "latent_model")]
+    manifest = build(small, *model, "--set", "annotations.latents.memory_budget_mb=0.05")
+    memory = manifest["annotations"]["latents"]["quality"]["memory"]
+    assert memory["spilled"] is True and memory["sequence_mb"] > 0.05
+    for split in ("train", "validation", "test"):  # the reports' samples fit their shares of the budget
+        assert 1 <= memory["sequences"][split]["used"] < memory["sequences"][split]["of"]
+    assert not [p for p in small.rglob("*") if p.name.startswith(".latent-arrays")]  # unlinked, never in the output
+    in_memory, spilled = records(out), records(small)
+    assert in_memory.keys() == spilled.keys()
+    for record_id, record in in_memory.items():
+        for kind in ("smoothed", "filtered"):
+            np.testing.assert_allclose(
+                spilled[record_id]["annotations"]["latents"][kind], record["annotations"]["latents"][kind], atol=1e-9
+            )
+
+
+def test_under_the_memory_budget_nothing_is_sampled(fitted):
+    memory = fitted[1]["annotations"]["latents"]["quality"]["memory"]
+    assert memory["spilled"] is False and memory["sequence_mb"] < memory["memory_budget_mb"]
+    assert all(n["used"] == n["of"] for n in memory["sequences"].values())

@@ -1,7 +1,8 @@
 """Embedding backends on real texts, run by hand (not a test). It prints ratios, each measured in its own process:
 
-1. per backend and precision available here: speed over torch fp32 (median of ``--repeats`` runs, the
-   processes interleaved), mean and min cosine to torch fp32, and the share of top-10 neighbours kept;
+1. per backend and precision available here (torch; OpenVINO where the extra is installed): speed over torch
+   fp32 (median of ``--repeats`` runs, the processes interleaved), mean and min cosine to torch fp32, and the
+   share of top-10 neighbours kept;
 2. the pipeline (``Embedder.ensure`` with the default settings, cold cache) over the fastest raw backend;
 3. a build of the real records (tokens, embeddings) with a cold embedding cache over the same build warm.
 
@@ -33,10 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: where th
 from realdata import REAL, source_dir_args  # noqa: E402
 
 REFERENCE = "torch fp32"
-RAW = {  # name -> how the worker prepares the sentence-transformers model
-    REFERENCE: "fp32",
-    "torch bf16 weights": "bf16",
-    "torch bf16 autocast": "autocast",
+RAW = {  # name -> (backend, how the worker prepares the model)
+    REFERENCE: ("torch", "fp32"),
+    "torch bf16 weights": ("torch", "bf16"),
+    "torch bf16 autocast": ("torch", "autocast"),
+    "openvino fp32": ("openvino", "fp32"),  # measured where the openvino extra is installed
+    "openvino bf16": ("openvino", "bf16"),
 }
 PIPELINE = "pipeline (default settings)"
 
@@ -79,16 +82,17 @@ def worker(name: str, texts_file: Path, vectors_file: Path, batch_size: int) -> 
         embedder.ensure(texts)
         seconds = time.perf_counter() - start
         vectors = embedder.vectors(texts)
-        print(json.dumps({"seconds": seconds, "items": len(texts), "precision": embedder.choice.precision}))
+        choice = f"{embedder.choice.backend} {embedder.choice.precision}"
+        print(json.dumps({"seconds": seconds, "items": len(texts), "precision": choice}))
     else:
         import torch
 
-        embedder = Embedder(progress=False, backend="torch", precision="fp32", cache_dir=vectors_file.parent)
+        backend, mode = RAW[name]
+        precision = "fp32" if mode == "autocast" else mode
+        embedder = Embedder(progress=False, backend=backend, precision=precision, cache_dir=vectors_file.parent)
         model = embedder.model
         pieces, _, _ = windows(model.tokenizer, texts, model.max_seq_length - 2)
-        if RAW[name] == "bf16":
-            model.to(torch.bfloat16)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=RAW[name] == "autocast")
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast")
 
         def encode(items):
             with autocast:
@@ -159,7 +163,10 @@ def main() -> None:
         tmp = Path(tmp)
         texts_file = tmp / "texts.json"
         texts_file.write_text(json.dumps(texts))
-        names = [*RAW, PIPELINE]
+        from coord_bench.mappers.embedding_backends import openvino_version
+
+        raw = [name for name in RAW if RAW[name][0] != "openvino" or openvino_version()]
+        names = [*raw, PIPELINE]
         runs: dict[str, list[dict]] = {name: [] for name in names}
         for repeat in range(args.repeats):  # interleaved: A B C, A B C, ... so drifts in load hit all alike
             for i, name in enumerate(names):
@@ -171,13 +178,15 @@ def main() -> None:
         print(f"\n1. backends ({runs[REFERENCE][0]['items']} pieces; median of {args.repeats}):")
         print(f"| backend | pieces/s | speed vs {REFERENCE} | mean cosine to fp32 | min cosine | top-10 kept |")
         print("|---|---|---|---|---|---|")
-        for name in RAW:
+        for name in raw:
             mean, low, kept = agreement(np.load(tmp / f"{names.index(name)}-0.npy"), reference)
             ratio = rate[name] / rate[REFERENCE]
             print(f"| {name} | {rate[name]:.1f} | {ratio:.2f}x | {mean:.5f} | {low:.5f} | {100 * kept:.1f}% |")
-        print("| OpenVINO, ONNX Runtime | not measured: not installed here or not a backend of coord_bench yet |")
+        for name in sorted(set(RAW) - set(raw)):
+            print(f"| {name} | not measured: pip install 'coord_bench[openvino]' |")
+        print("| ONNX Runtime | not a backend of coord_bench: fp32 0.9x, int8 loses 5% of neighbours (issue 16) |")
 
-        fastest = max(RAW, key=rate.get)
+        fastest = max(raw, key=rate.get)
         pipeline_rate = rate[PIPELINE] * runs[REFERENCE][0]["items"] / len(texts)  # in pieces/s, as the raw rates
         print(
             f"\n2. pipeline ({runs[PIPELINE][0]['precision']}) {pipeline_rate:.1f} pieces/s over the fastest raw "

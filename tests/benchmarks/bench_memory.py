@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,7 @@ def build(root: Path, out: Path, cache: Path, annotate: str) -> tuple[int, dict]
             "--set", f"annotations.judge.cache_dir={cache / 'judge'}"]  # fmt: skip
     for name in ("chatbot_arena", "debate", "multi_character_dialogue"):
         args += ["--source-dir", f"{name}={root / name}"]
-    env = {"COORD_BENCH_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
+    env = {"COORD_BENCH_CACHE": str(cache), "PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     done = subprocess.run([sys.executable, "-c", PEAK, *args], capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"build failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -100,8 +101,10 @@ def main() -> None:
             counts = replicate(rows, size, tmp / f"in{size}")
             peak, manifest = build(tmp / f"in{size}", tmp / f"out{size}", cache, args.annotate)
             peaks[size] = peak / 1024
+            latents = (manifest["annotations"].get("latents") or {}).get("quality", {}).get("memory")
+            held = f"; latent arrays {latents['sequence_mb']} MB, spilled: {latents['spilled']}" if latents else ""
             print(f"{size} conversations {counts} -> {manifest['totals']['normalized']} built ({args.annotate}): "
-                  f"peak RSS {peaks[size]:.0f} MB")  # fmt: skip
+                  f"peak RSS {peaks[size]:.0f} MB{held}")  # fmt: skip
     if len(peaks) > 1:
         sizes = sorted(peaks)
         low, high = (sizes[1] if len(sizes) > 2 else sizes[0]), sizes[-1]

@@ -15,6 +15,7 @@ import numpy as np
 
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.latents.selection import K_GRID, candidates, select
+from coord_bench.mappers.latents.store import ArrayStore, View, chunks_of, sample
 from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.record import agent_roles, task_text
 from coord_bench.report.latent_quality import REPORT
@@ -101,6 +102,7 @@ class LatentsConfig:
     fit_split: str = "train"
     max_iter: int = 30  # EM iterations at most
     model_path: str | None = None  # apply this fitted artifact (path without .npz/.json) instead of fitting
+    memory_budget_mb: float = 32  # the conversations' arrays held in memory; past it see store.py / latents.md
 
     def __post_init__(self) -> None:
         self.method = ALIASES.get(self.method, self.method)
@@ -108,6 +110,10 @@ class LatentsConfig:
             raise ValueError(f"annotations.latents.method: expected one of {', '.join(METHODS)}, got {self.method!r}")
         if not (self.r is None or self.r == "auto" or (isinstance(self.r, int) and self.r >= 0)):
             raise ValueError(f"annotations.latents.r: expected an integer >= 0, null or auto, got {self.r!r}")
+        if not (isinstance(self.memory_budget_mb, int | float) and self.memory_budget_mb > 0):
+            raise ValueError(
+                f"annotations.latents.memory_budget_mb: expected a number > 0, got {self.memory_budget_mb!r}"
+            )
         if self.fit_split not in SPLITS:
             raise ValueError(
                 f"annotations.latents.fit_split: expected one of {', '.join(SPLITS)}, got {self.fit_split!r}"
@@ -128,8 +134,10 @@ class LatentsMapper(Layer):
         self.embedder = context.require_embedder(self.name)
         self.context = context  # its out_dir, where the artifact goes, is the build's staging folder
         self.model = None
-        self.states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.rows: dict[str, int] = {}  # record id -> its index in the stores
+        self.states: ArrayStore | None = None
         self.report: dict[str, Any] = {}
+        self.memory: dict[str, Any] = {}
 
     def _fit(self, train, validation, k: int, r: int | None, seed: int, method: str | None = None):
         """A model of ``method`` (default: the configured one) fitted on ``train``; EM stops early on
@@ -143,19 +151,36 @@ class LatentsMapper(Layer):
         if self.context.out_dir is None:
             raise ValueError("the latents layer needs an output folder (LayerContext.out_dir) for its artifact")
         self.out_dir = Path(self.context.out_dir)
-        fit_split = self.config.fit_split
-        ids, sequences, splits, groups, tokens, targets = [], [], [], [], [], []
+        fit_split, budget = self.config.fit_split, int(self.config.memory_budget_mb * 2**20)
+        sequences = ArrayStore(budget, self.out_dir)
+        splits, groups, tokens, targets = [], [], [], []
         for batch in corpus.batches():
             for record in batch:
-                ids.append(record["id"])
+                self.rows[record["id"]] = len(sequences)
                 sequences.append(sequence_of(record, self.embedder))
                 splits.append(record["split"])
                 groups.append(record["split_group"])
                 tokens.append(token_features(record) if record["annotations"]["token_usage"] else None)
                 targets.append(outcome_targets(record))
-        train = [s for s, split in zip(sequences, splits, strict=True) if split == fit_split]
         self.validation_split = "validation" if fit_split != "validation" else None
-        validation = [s for s, split in zip(sequences, splits, strict=True) if split == self.validation_split]
+        held_out = (fit_split, self.validation_split)
+        # past the budget, each split is sampled to its share (train 1/2, validation and test 1/4 each)
+        shares = {"train": budget // 2, "validation": budget // 4, "test": budget // 4}
+        subsets, sampled = {}, {}
+        for name, wanted in (("train", fit_split), ("validation", self.validation_split), ("test", None)):
+            indices = [
+                i for i, split in enumerate(splits) if (split not in held_out if wanted is None else split == wanted)
+            ]
+            used = sample(sequences, indices, shares[name], self.config.seed) if sequences.spilled else indices
+            subsets[name] = View(sequences, used)
+            sampled[name] = {"used": len(used), "of": len(indices)}
+        train, validation, test = subsets["train"], subsets["validation"], subsets["test"]
+        self.memory = {
+            "memory_budget_mb": self.config.memory_budget_mb,
+            "sequence_mb": round(sequences.nbytes / 2**20, 3),
+            "spilled": sequences.spilled,
+            "sequences": sampled,
+        }
         self.selection: dict[str, Any] = {}
         if self.config.model_path:
             from coord_bench.mappers.latents import load_model
@@ -171,11 +196,17 @@ class LatentsMapper(Layer):
                 lambda k, r: self._fit(train, validation, k, r, self.config.seed), train, validation, pairs
             )
         self.model_hash = self.model.save(self.out_dir / ARTIFACT)
-        states = self.model.transform_many(sequences)
-        self.states = dict(zip(ids, states, strict=True))
-        held_out = (fit_split, self.validation_split)
-        test = [s for s, split in zip(sequences, splits, strict=True) if split not in held_out]
-        self.report = self._quality(train, validation, test, sequences, states, splits, groups, tokens, targets)
+        self.states = ArrayStore(budget // 4, self.out_dir)
+        latent_means, raw_means = [], []
+        for run in chunks_of(sequences, budget):  # one run while the corpus fits the budget
+            part = View(sequences, run)
+            for (_, y), state in zip(part, self.model.transform_many(part), strict=True):
+                self.states.append(state)
+                latent_means.append(state[0].mean(axis=0))
+                raw_means.append(y.mean(axis=0))
+        self.report = self._quality(
+            train, validation, test, np.stack(raw_means), np.stack(latent_means), splits, groups, tokens, targets
+        )
         self._write_report()
 
     def _too_small(self, train: list[tuple[np.ndarray, np.ndarray]], fit_split: str) -> bool:
@@ -185,8 +216,10 @@ class LatentsMapper(Layer):
         turns = sum(len(y) for _, y in train)
         if turns >= k:
             return False
-        reason = (f"the {fit_split} split has {turns} turns in {len(train)} conversations, fewer than k={k}: "
-                  "add conversations or lower annotations.latents.k")
+        reason = (
+            f"the {fit_split} split has {turns} turns in {len(train)} conversations, fewer than k={k}: "
+            "add conversations or lower annotations.latents.k"
+        )
         self.report = {"skipped": reason, "k": k, "next_turn_r2": {"skipped": reason}, "probes": {}}
         return True
 
@@ -195,7 +228,7 @@ class LatentsMapper(Layer):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
 
-    def _quality(self, train, validation, test, sequences, states, splits, groups, tokens, targets) -> dict:
+    def _quality(self, train, validation, test, raw_means, latent_means, splits, groups, tokens, targets) -> dict:
         from coord_bench.mappers.latents import quality
 
         k, r, seed = self.model.config.k, self.model.config.r, self.config.seed
@@ -208,6 +241,7 @@ class LatentsMapper(Layer):
             "validation_sequences": len(validation),
             "held_out_sequences": len(test),
             "selection": self.selection,
+            "memory": self.memory,
         }
         fitted = bool(train) and not self.config.model_path
         comparisons = {}
@@ -224,8 +258,6 @@ class LatentsMapper(Layer):
         if fitted:
             refit = self._fit(train, validation, k, r, seed + 1)
             report["stability"] = quality.stability_report(self.model, refit)
-        latent_means = np.stack([s[0].mean(axis=0) for s in states])
-        raw_means = np.stack([y.mean(axis=0) for _, y in sequences])
         train_rows = np.array([s == self.config.fit_split for s in splits])
         pca = _pca(raw_means, train_rows, k, seed)
         probes = {}
@@ -251,7 +283,7 @@ class LatentsMapper(Layer):
         if self.model is None:  # skipped: the latents stay null (the manifest says why)
             return
         for record in batch:
-            smoothed, filtered = self.states[record["id"]]
+            smoothed, filtered = self.states[self.rows[record["id"]]]
             record["annotations"]["latents"] = {
                 "method": self.model.method,
                 "model_hash": self.model_hash,
