@@ -81,11 +81,14 @@ class RaySourcesInput(SourcesInput):
             self._head = next(self._groups, None)
         if self._head is not None and self._head[0] == index:
             for _, outcome in self._head[1]:
+                if isinstance(outcome, ValuesRead):  # counted where the driver reads on, as the local engine does
+                    adapter.count_values(outcome.counts)
+                    continue
                 if outcome.file_values is not None:
                     adapter.count_values({outcome.file: outcome.file_values})
                 yield outcome
 
-    def _read(self) -> Iterator[tuple[int, Outcome]]:
+    def _read(self) -> Iterator[tuple[int, Outcome | ValuesRead]]:
         shards = []
         for i, a in enumerate(self.adapters):
             if a.reads_in_order:  # one shard of every file ("" below), read in order by one worker
@@ -105,9 +108,6 @@ class RaySourcesInput(SourcesInput):
         )
         for row in rows.iter_rows():
             outcome = pickle.loads(row["outcome"])
-            if isinstance(outcome, ValuesRead):  # the worker's count of the file values it read
-                self.adapters[int(row["source"])].count_values(outcome.counts)
-                continue
             if isinstance(outcome, Exception):  # where the local engine would have stopped, with its error
                 raise outcome
             yield int(row["source"]), outcome
