@@ -256,8 +256,8 @@ def _pair_agreement(pairs: list[tuple[str, Conversation, Conversation]]) -> dict
     values = {r.id: _label_values(r) for _, a, b in pairs for r in (a, b)}
     out: dict[str, Any] = {}
     for label in sorted({k for v in values.values() for k in v}):
-        both = [(g, values[a.id][label], values[b.id][label]) for g, a, b in pairs
-                if values[a.id][label] is not None and values[b.id][label] is not None]  # fmt: skip
+        both = [(g, values[a.id].get(label), values[b.id].get(label)) for g, a, b in pairs]  # a label only some have
+        both = [(g, x, y) for g, x, y in both if x is not None and y is not None]
         if both:
             g, x, y = (list(col) for col in zip(*both, strict=True))
             out[label] = {"pairs": len(both), "agree": _est(_share, g, x, y)}

@@ -12,6 +12,7 @@ from judge_helpers import records_of
 
 from coord_bench.cli import main
 from coord_bench.label_report import REPORT, Conversation, arena_judge, card_section, same_prompt
+from coord_bench.labels import make_label
 
 
 def _arena_row(template, n, winner, preferred, consistent, len_a, len_b):
@@ -68,13 +69,18 @@ def test_near_duplicates_share_of_agreeing_pairs(real_build):
         else:  # the same question up to case and spacing
             record["task"]["input"] = "  " + (record["task"]["input"].upper() if n else record["task"]["input"])
         rules = {"success": success, "agreement_level": level}
-        record["annotations"]["coordination"] = {"rules": rules, "judges": [], "consensus": None}
+        # a label only some conversations have: the rules' collapse evidence on 0 (yes) and 2 (no), none on 1
+        labels = [make_label("mast:3.3", "yes" if n == 0 else "no", "rule:coord_bench.rules@v")] if n in (0, 2) else []
+        record["annotations"]["coordination"] = {"rules": rules, "judges": [], "consensus": None, "labels": labels}
         rows.append(Conversation(record))
     found = same_prompt(rows)
     # one group of 3: pairs (0,1) agree on success, (0,2) and (1,2) do not: 1/3; all 3 agree on the level
     assert found["groups"] == 1 and found["pairs"] == 3
     assert found["labels"]["rules:success"]["agree"]["value"] == pytest.approx(1 / 3)
     assert found["labels"]["rules:agreement_level"]["agree"]["value"] == pytest.approx(1.0)
+    # mast:3.3 only on 0 and 2, which disagree: one pair, agreement 0
+    assert found["labels"]["rules:mast:3.3"]["pairs"] == 1
+    assert found["labels"]["rules:mast:3.3"]["agree"]["value"] == pytest.approx(0.0)
 
 
 def test_the_card_section_is_rendered_from_labels_json(real_build, tmp_path):
