@@ -106,16 +106,17 @@ def llm_provenance(model: str, prompt_sha256: str) -> str:
 
 def coordination_of(annotations: dict[str, Any]) -> dict[str, Any]:
     """``annotations.coordination``, created empty when no layer has written it yet; a record of an older build
-    gains its ``labels`` list here."""
+    (or one whose labels read back null) gains its ``labels`` list here."""
     coordination = annotations.get("coordination") or {"rules": None, "judges": [], "consensus": None}
-    coordination.setdefault("labels", [])
+    if coordination.get("labels") is None:  # absent, or null as Parquet gives it back
+        coordination["labels"] = []
     annotations["coordination"] = coordination
     return coordination
 
 
 def with_labels(coordination: dict[str, Any], maker: str, new: list[dict[str, Any]]) -> None:
-    """Replace the labels of one kind of maker (``rule:`` or ``llm:``) by ``new``, keeping the others (a rerun
-    of the judge keeps the rules' and the humans' labels, and vice versa)."""
+    """Replace the labels of one kind of maker (``rule:``, ``llm:`` or ``human:``) by ``new``, keeping the
+    others (a rerun of the judge keeps the rules' and the humans' labels, and vice versa)."""
     kept = [label for label in coordination["labels"] if not label["provenance"].startswith(maker)]
     coordination["labels"] = kept + new
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from coord_bench.build_folder import iter_record_batches, max_shard_bytes
-from coord_bench.labels import make_label
+from coord_bench.labels import coordination_of, make_label, with_labels
 from coord_bench.mappers.layer import Layer, LayerContext
 from coord_bench.review import FORM, PAIRWISE
 
@@ -178,14 +178,12 @@ class HumanLabels(Layer):
     def apply(self, batch: list[dict[str, Any]]) -> None:
         for record in batch:
             annotations = record["annotations"]
-            coordination = annotations.get("coordination")
             mine = self.labels.get(record["id"], [])
-            if coordination is None and not mine:
+            if annotations.get("coordination") is None and not mine:
                 continue
-            coordination = coordination or {"rules": None, "judges": [], "consensus": None}
-            others = [item for item in coordination.get("labels") or [] if not item["provenance"].startswith(HUMAN)]
-            coordination["labels"] = (others + mine) or None
-            annotations["coordination"] = coordination
+            coordination = coordination_of(annotations)
+            with_labels(coordination, HUMAN, mine)
+            coordination["labels"] = coordination["labels"] or None
             if mine:
                 self.applied.add(record["id"])
 

@@ -9,7 +9,7 @@ import copy
 import pytest
 from judge_helpers import records_of
 
-from coord_bench.labels import LABEL_SCHEMA_VERSION, MAST_MODES, make_label
+from coord_bench.labels import LABEL_SCHEMA_VERSION, MAST_MODES, coordination_of, make_label, with_labels
 from coord_bench.mappers.embeddings import Embedder
 from coord_bench.mappers.layer import LayerContext
 from coord_bench.mappers.rules import MAST_RULES, RULES_CANNOT_JUDGE, RulesConfig, RulesMapper
@@ -141,3 +141,12 @@ def test_the_rule_table_names_only_taxonomy_modes_and_the_rest_are_listed_as_not
     import coord_bench.mappers.rules as module
 
     assert ", ".join(RULES_CANNOT_JUDGE[:-1]) + " and " + RULES_CANNOT_JUDGE[-1] in " ".join(module.__doc__.split())
+
+
+def test_labels_that_read_back_null_take_new_labels():
+    """A record whose labels column came back null from Parquet (no label was made) takes labels again."""
+    annotations = {"coordination": {"rules": None, "judges": [], "consensus": None, "labels": None}}
+    coordination = coordination_of(annotations)
+    new = [make_label("mast:3.1", "yes", "rule:coord_bench.rules@v")]
+    with_labels(coordination, "rule:", new)
+    assert annotations["coordination"]["labels"] == new
